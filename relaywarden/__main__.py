@@ -1,0 +1,3 @@
+from relaywarden.cli import main
+
+main()

@@ -1,0 +1,74 @@
+"""Address validity: a sender address that is not an address cannot be answered.
+
+Syntax only (email-validator, no DNS): deliverability is the sender check's job.
+"""
+
+from __future__ import annotations
+
+from email_validator import EmailNotValidError, validate_email
+
+from relaywarden.addrparse import parse_address_list
+from relaywarden.checks import Check, Context, Stage
+from relaywarden.verdict import Action, Finding, RejectReply
+
+NAME = "addresses"
+_REPLY = RejectReply(550, "5.1.7", "Invalid sender address")
+
+
+def address_problem(address: str) -> str | None:
+    """Why `address` is not a valid mailbox, or None when it is."""
+    try:
+        validate_email(
+            address,
+            check_deliverability=False,
+            allow_smtputf8=True,
+            allow_quoted_local=True,
+            allow_domain_literal=False,
+        )
+    except EmailNotValidError as exc:
+        return str(exc)
+    return None
+
+
+def _invalid(name: str, address: str, problem: str) -> Finding:
+    return Finding(
+        check=NAME,
+        name=name,
+        evidence={"address": address[:320], "problem": problem},
+        action=Action.REJECT,
+        reply=_REPLY,
+        reason="invalid sender address",
+    )
+
+
+def run_envelope(ctx: Context) -> list[Finding]:
+    if not ctx.policy.checks.addresses.enabled:
+        return []
+    sender = ctx.message.mail_from
+    if not sender:  # the null sender <> is valid: bounces and DSNs use it
+        return []
+    problem = address_problem(sender)
+    return [_invalid("invalid-envelope-sender", sender, problem)] if problem else []
+
+
+def run_from_header(ctx: Context) -> list[Finding]:
+    if not ctx.policy.checks.addresses.enabled:
+        return []
+    findings = []
+    for field in ctx.message.header_fields("From"):
+        value = field.unfolded
+        parsed = parse_address_list(value)
+        addresses = [addr for _, addr in parsed.addresses if addr]
+        if parsed.ambiguous or not addresses:
+            problem = parsed.problem or "no address in From"
+            findings.append(_invalid("invalid-from-header", value, problem))
+            continue
+        for address in addresses:
+            problem = address_problem(address)
+            if problem:
+                findings.append(_invalid("invalid-from-header", address, problem))
+    return findings
+
+
+ENVELOPE = Check("addresses.envelope", Stage.MAIL, run_envelope)
+FROM_HEADER = Check("addresses.from", Stage.EOM, run_from_header)

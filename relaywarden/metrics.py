@@ -1,0 +1,32 @@
+"""Prometheus metrics: one registry per process, served when [metrics] listen is set."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+DECISIONS = Counter(
+    "relaywarden_decisions_total", "Decisions by stage and action", ["stage", "action"]
+)
+FINDINGS = Counter("relaywarden_findings_total", "Findings by check and name", ["check", "name"])
+DEPENDENCY_ERRORS = Counter(
+    "relaywarden_dependency_errors_total",
+    "Redis/DNS failures seen by checks (the fail mode then applied)",
+    ["service", "check"],
+)
+INTERNAL_ERRORS = Counter(
+    "relaywarden_internal_errors_total", "Exceptions in milter callbacks (answered 451 4.3.0)"
+)
+DECISION_SECONDS = Histogram(
+    "relaywarden_decision_seconds",
+    "Time the engine took for one decision",
+    ["stage"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 3),
+)
+OPEN_TRANSACTIONS = Gauge("relaywarden_open_connections", "SMTP connections the milter serves")
+POLICY_RELOADS = Counter("relaywarden_policy_reloads_total", "Policy reloads", ["result"])
+
+
+def serve(listen: str) -> None:
+    """Start the scrape endpoint on HOST:PORT in a daemon thread."""
+    host, _, port = listen.rpartition(":")
+    start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1")

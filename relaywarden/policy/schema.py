@@ -1,0 +1,125 @@
+"""The policy file's schema: every key a provider may set, with its default.
+
+`policies/default.toml` documents each key; this module is the authority on
+what is valid. The embedded defaults alone give a working relay.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from relaywarden.policy.types import Duration, Section, SubjectField
+from relaywarden.verdict import Action
+
+_SOCKET = re.compile(r"^(inet:\d{1,5}(@\S+)?|inet6:\d{1,5}(@\S+)?|unix:/\S+|local:/\S+)$")
+
+FailMode = Literal["open", "tempfail"]
+
+
+class MilterSection(Section):
+    listen: str = "inet:9900@127.0.0.1"
+    name: str = "relaywarden"
+    io_timeout: Duration = 30.0
+    shutdown_grace: Duration = 10.0
+    socket_mode: str = "0660"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        if not _SOCKET.match(value):
+            raise ValueError(
+                "use libmilter syntax: 'inet:PORT@HOST', 'inet6:PORT@HOST' or 'unix:/path'"
+            )
+        return value
+
+    @field_validator("socket_mode")
+    @classmethod
+    def _mode(cls, value: str) -> str:
+        if not re.fullmatch(r"0?[0-7]{3}", value):
+            raise ValueError("an octal file mode such as '0660'")
+        return value
+
+
+class RedisSection(Section):
+    url: str = "redis://127.0.0.1:6379/0"
+    timeout: Duration = 0.5
+    key_prefix: str = "rw"
+    # What a message gets when Redis cannot be reached: "open" lets it through
+    # unchecked by the counters (logged and counted), "tempfail" answers 451 4.3.0.
+    on_error: FailMode = "tempfail"
+    events_maxlen: int = Field(100_000, ge=100)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("a Redis URL starts with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", value):
+            raise ValueError("letters, digits, '_', '.', '-' only (1 to 32)")
+        return value
+
+
+class ScoringSection(Section):
+    """Findings add up; the total maps to an action at these thresholds."""
+
+    quarantine: float = 5.0
+    tempfail: float | None = None
+    reject: float = 10.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ScoringSection:
+        if self.reject < self.quarantine:
+            raise ValueError("reject threshold must not be below the quarantine threshold")
+        return self
+
+    def action_for(self, score: float) -> Action:
+        if score >= self.reject:
+            return Action.REJECT
+        if self.tempfail is not None and score >= self.tempfail:
+            return Action.TEMPFAIL
+        if score >= self.quarantine:
+            return Action.QUARANTINE
+        return Action.ACCEPT
+
+
+class BlockEntry(Section):
+    subject: SubjectField
+    action: Literal["reject", "tempfail", "quarantine", "discard"] = "reject"
+    reason: str = Field("blocked by policy", max_length=200)
+
+
+class AddressCheckSection(Section):
+    enabled: bool = True
+
+
+class ChecksSection(Section):
+    addresses: AddressCheckSection = AddressCheckSection()
+
+
+class LogSection(Section):
+    # Envelope and header addresses are personal data: an operator opts in.
+    addresses: bool = True
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class MetricsSection(Section):
+    # Where Prometheus scrapes; empty disables the endpoint.
+    listen: str = ""
+
+
+class Policy(Section):
+    milter: MilterSection = MilterSection()
+    redis: RedisSection = RedisSection()
+    scoring: ScoringSection = ScoringSection()
+    blocks: list[BlockEntry] = []
+    checks: ChecksSection = ChecksSection()
+    log: LogSection = LogSection()
+    metrics: MetricsSection = MetricsSection()

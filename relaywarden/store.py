@@ -1,0 +1,129 @@
+"""State shared by all relays, in Redis: blocks and the decision event stream.
+
+Every call is bounded by the client's socket timeout; every Redis failure leaves
+here as a StoreError so the engine can apply the policy's fail mode.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+import redis
+
+from relaywarden.errors import StoreError
+from relaywarden.keys import Keys
+from relaywarden.subjects import Subject, parse_subject
+
+
+@dataclass(frozen=True)
+class BlockRecord:
+    subject: str
+    action: str
+    reason: str
+    set_by: str
+    since: float
+    until: float | None  # None: until lifted by hand
+
+    def active(self, now: float) -> bool:
+        return self.until is None or self.until > now
+
+
+class Store(Protocol):
+    def blocks_for(self, subjects: list[Subject]) -> list[BlockRecord]: ...
+    def record_event(self, event: dict[str, Any]) -> None: ...
+
+
+@contextmanager
+def redis_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise StoreError(f"redis {what}: {type(exc).__name__}: {exc}") from exc
+
+
+def connect(url: str, timeout: float) -> redis.Redis:
+    """One client (and pool) per process, shared by all milter threads."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+        max_connections=256,
+    )
+
+
+class RedisStore:
+    def __init__(self, client: redis.Redis, prefix: str = "rw", events_maxlen: int = 100_000):
+        self.client = client
+        self.keys = Keys(prefix)
+        self.events_maxlen = events_maxlen
+
+    # -- blocks ---------------------------------------------------------
+    def blocks_for(self, subjects: list[Subject]) -> list[BlockRecord]:
+        if not subjects:
+            return []
+        with redis_errors("block lookup"):
+            pipe = self.client.pipeline(transaction=False)
+            for subject in subjects:
+                pipe.hgetall(self.keys.block(subject))
+            rows = pipe.execute()
+        now = time.time()
+        records = [self._record(row) for row in rows if row]
+        return [r for r in records if r.active(now)]
+
+    def set_block(self, record: BlockRecord) -> None:
+        subject = parse_subject(record.subject)
+        key = self.keys.block(subject)
+        fields = {k: json.dumps(v) for k, v in asdict(record).items()}
+        with redis_errors("block write"):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(key)
+            pipe.hset(key, mapping=fields)
+            if record.until is not None:
+                pipe.expireat(key, int(record.until) + 1)
+            pipe.zadd(self.keys.block_index, {record.subject: record.until or 2**40})
+            pipe.execute()
+
+    def remove_block(self, subject: Subject) -> bool:
+        with redis_errors("block removal"):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(self.keys.block(subject))
+            pipe.zrem(self.keys.block_index, str(subject))
+            removed, _ = pipe.execute()
+        return bool(removed)
+
+    def list_blocks(self) -> list[BlockRecord]:
+        now = time.time()
+        with redis_errors("block listing"):
+            self.client.zremrangebyscore(self.keys.block_index, 0, now)
+            subjects = [s.decode() for s in self.client.zrange(self.keys.block_index, 0, -1)]
+            pipe = self.client.pipeline(transaction=False)
+            for text in subjects:
+                pipe.hgetall(self.keys.block(parse_subject(text)))
+            rows = pipe.execute()
+        return [r for r in (self._record(row) for row in rows if row) if r.active(now)]
+
+    @staticmethod
+    def _record(row: dict[bytes, bytes]) -> BlockRecord:
+        data = {k.decode(): json.loads(v) for k, v in row.items()}
+        return BlockRecord(**data)
+
+    # -- events ---------------------------------------------------------
+    def record_event(self, event: dict[str, Any]) -> None:
+        with redis_errors("event write"):
+            self.client.xadd(
+                self.keys.events,
+                {"json": json.dumps(event, default=str)},
+                maxlen=self.events_maxlen,
+                approximate=True,
+            )
+
+    def recent_events(self, count: int = 100) -> list[dict[str, Any]]:
+        with redis_errors("event read"):
+            rows = self.client.xrevrange(self.keys.events, count=count)
+        return [json.loads(fields[b"json"]) for _, fields in rows]
