@@ -1,0 +1,40 @@
+"""`relaywarden run`: the milter daemon."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from relaywarden.cli import app
+from relaywarden.policy import PolicyError
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Policy file (default: policies/default.toml)."),
+]
+
+
+@app.command()
+def run(
+    config: ConfigOption = None,
+    listen: Annotated[
+        str | None,
+        typer.Option(help="Milter socket: inet:PORT@HOST, inet6:PORT@HOST or unix:/path."),
+    ] = None,
+    redis_url: Annotated[str | None, typer.Option(help="Redis URL, overrides [redis] url.")] = None,
+) -> None:
+    """Run the milter until SIGTERM; SIGHUP reloads the policy."""
+    from relaywarden.decisionlog import setup_logging
+    from relaywarden.milter.server import run as serve
+    from relaywarden.runtime import Overrides, Runtime
+
+    try:
+        runtime = Runtime.start(config, Overrides(listen=listen, redis_url=redis_url))
+    except PolicyError as exc:
+        for line in exc.errors:
+            typer.echo(line, err=True)
+        raise typer.Exit(1) from None
+    setup_logging(runtime.policy.log.level)
+    raise typer.Exit(serve(runtime))

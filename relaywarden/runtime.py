@@ -1,0 +1,71 @@
+"""What a running milter holds between messages: the policy in force and its clients.
+
+Milter threads read `runtime.policy` once per decision; a reload swaps the whole
+object, so a message never sees half of an old policy and half of a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from relaywarden.policy import Policy, PolicyError, load_policy
+from relaywarden.store import RedisStore, connect
+
+log = logging.getLogger("relaywarden.runtime")
+
+
+@dataclass
+class Overrides:
+    """Command-line flags: they win over the file, also after a reload."""
+
+    listen: str | None = None
+    redis_url: str | None = None
+
+    def apply(self, policy: Policy) -> Policy:
+        if self.listen:
+            policy = policy.model_copy(
+                update={"milter": policy.milter.model_copy(update={"listen": self.listen})}
+            )
+        if self.redis_url:
+            policy = policy.model_copy(
+                update={"redis": policy.redis.model_copy(update={"url": self.redis_url})}
+            )
+        return policy
+
+
+@dataclass
+class Runtime:
+    policy_path: Path | None
+    overrides: Overrides
+    policy: Policy
+    store: RedisStore
+    resolver: object = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def start(cls, policy_path: Path | None, overrides: Overrides) -> Runtime:
+        policy = overrides.apply(load_policy(policy_path))
+        return cls(policy_path, overrides, policy, _store_for(policy))
+
+    def reload(self) -> bool:
+        """Load the policy file again; keep the old one in force if the new one is bad."""
+        with self._lock:
+            try:
+                policy = self.overrides.apply(load_policy(self.policy_path))
+            except PolicyError as exc:
+                for line in exc.errors:
+                    log.error("policy reload refused, old policy stays in force: %s", line)
+                return False
+            if policy.redis != self.policy.redis:
+                self.store = _store_for(policy)
+            self.policy = policy
+            log.info("policy reloaded from %s", self.policy_path or "embedded defaults")
+            return True
+
+
+def _store_for(policy: Policy) -> RedisStore:
+    client = connect(policy.redis.url, policy.redis.timeout)
+    return RedisStore(client, policy.redis.key_prefix, policy.redis.events_maxlen)
