@@ -1,0 +1,1 @@
+"""Private, throw-away service instances (Postfix, Redis, an SMTP sink) for tests and the demo."""

@@ -1,0 +1,69 @@
+"""`relaywarden run` as a child process, started the way an operator would start it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+from relaywarden.devstack.procs import LOOPBACK, Proc, free_port, wait_for_port
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class MilterProcess:
+    def __init__(
+        self,
+        policy: Path,
+        redis_url: str,
+        workdir: Path,
+        *,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.redis_url = redis_url
+        self.workdir = workdir
+        self.port = free_port()
+        self.extra_env = env or {}
+        self.proc: Proc | None = None
+
+    @property
+    def listen(self) -> str:
+        return f"inet:{self.port}@{LOOPBACK}"
+
+    @property
+    def postfix_socket(self) -> str:
+        """The same socket in Postfix's syntax, for smtpd_milters."""
+        return f"inet:{LOOPBACK}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "milter.log"
+
+    def start(self, timeout: float = 20.0) -> None:
+        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **self.extra_env}
+        argv = [
+            sys.executable, "-m", "relaywarden", "run",
+            "--config", str(self.policy),
+            "--listen", self.listen,
+            "--redis-url", self.redis_url,
+        ]
+        self.proc = Proc(argv, "relaywarden", self.log_path, env=env, cwd=PROJECT_ROOT)
+        try:
+            wait_for_port(LOOPBACK, self.port, timeout, "relaywarden milter")
+        except TimeoutError:
+            raise TimeoutError(f"milter did not start:\n{self.proc.log_text()[-3000:]}") from None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.running()
+
+    def reload(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGHUP)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        return self.proc.stop(timeout) if self.proc else None
+
+    def log_text(self) -> str:
+        return self.proc.log_text() if self.proc else ""
