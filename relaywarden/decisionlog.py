@@ -62,6 +62,8 @@ def decision_fields(
         "customer": sender.customer,
         "sasl_user": message.sasl_user,
         "recipient_count": message.rcpt_count,
+        "header_count": message.header_count,
+        "body_size": message.body_size,
         "action": verdict.action.label,
         "reply": verdict.reply.line() if verdict.reply else None,
         "score": verdict.score,

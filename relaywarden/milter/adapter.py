@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -21,12 +22,44 @@ from relaywarden.checks import Stage
 from relaywarden.decisionlog import decision_fields, log_decision
 from relaywarden.identity import Sender, identify
 from relaywarden.message import BodyDigest, Message, normalise_ip
-from relaywarden.milter.apply import apply_verdict, internal_error
+from relaywarden.milter.apply import apply_verdict, internal_error, set_reply
 from relaywarden.refs import new_ref
 from relaywarden.runtime import Runtime
-from relaywarden.verdict import Action, Finding, Verdict
+from relaywarden.verdict import Action, Finding, TempFailReply, Verdict
 
 log = logging.getLogger("relaywarden.milter")
+
+SHUTTING_DOWN = TempFailReply(421, "4.3.2", "Relay filter restarting, please retry shortly")
+
+
+class Transactions:
+    """Transactions between MAIL FROM and their end, so shutdown can wait for them.
+
+    libmilter's own stop aborts open sessions; instead, on SIGTERM new
+    transactions are turned away with 421 (the client retries, nothing is lost)
+    and the ones in flight are allowed to finish.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self.draining = threading.Event()
+
+    def begin(self) -> None:
+        with self._lock:
+            self._count += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self._count = max(0, self._count - 1)
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._count
+
+
+TRANSACTIONS = Transactions()
 
 
 def guarded(callback: Callable[..., int]) -> Callable[..., int]:
@@ -55,9 +88,16 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         self.client_address = None
         self.client_name = ""
         self.helo = ""
+        self.in_transaction = False
         self._reset()
 
+    def _end_transaction(self) -> None:
+        if self.in_transaction:
+            TRANSACTIONS.end()
+            self.in_transaction = False
+
     def _reset(self) -> None:
+        self._end_transaction()
         self.ref = new_ref()
         self.message = Message(
             client_address=self.client_address, client_name=self.client_name, helo=self.helo
@@ -89,13 +129,21 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
     @guarded
     def envfrom(self, mail_from: str, *params: str) -> int:
         self._reset()
+        if TRANSACTIONS.draining.is_set():
+            set_reply(self, SHUTTING_DOWN)
+            return int(Milter.TEMPFAIL)
+        TRANSACTIONS.begin()
+        self.in_transaction = True
         msg = self.message
         msg.mail_from = mail_from.strip().removeprefix("<").removesuffix(">")
         msg.mail_params = _params(params)
         msg.sasl_user = self.getsymval("{auth_authen}") or ""
         msg.queue_id = self.getsymval("i") or ""
         self.sender = identify(msg)
-        return self._decide(Stage.MAIL)
+        status = self._decide(Stage.MAIL)
+        if status != Milter.CONTINUE:
+            self._end_transaction()
+        return status
 
     @Milter.symlist("i")
     @guarded
@@ -135,13 +183,17 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         msg = self.message
         msg.queue_id = self.getsymval("i") or msg.queue_id
         msg.body_size, msg.body_digest = self.digest.size, self.digest.hexdigest()
-        return self._decide(Stage.EOM)
+        try:
+            return self._decide(Stage.EOM)
+        finally:
+            self._end_transaction()
 
     def abort(self) -> int:
         self._reset()
         return int(Milter.CONTINUE)
 
     def close(self) -> int:
+        self._reset()
         if getattr(self, "_connected", False):
             metrics.OPEN_TRANSACTIONS.dec()
         return int(Milter.CONTINUE)

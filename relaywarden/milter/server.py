@@ -21,7 +21,7 @@ import Milter
 import milter as libmilter  # pymilter's C module, for smfi_stop
 
 from relaywarden import metrics
-from relaywarden.milter.adapter import RelayWardenMilter
+from relaywarden.milter.adapter import TRANSACTIONS, RelayWardenMilter
 from relaywarden.runtime import Runtime
 
 log = logging.getLogger("relaywarden.server")
@@ -48,10 +48,6 @@ def _fix_socket_mode(path: Path, mode: int, deadline: float) -> None:
             path.chmod(mode)
             return
         time.sleep(0.01)
-
-
-def _open_connections() -> int:
-    return int(metrics.OPEN_TRANSACTIONS._value.get())
 
 
 def run(runtime: Runtime) -> int:
@@ -93,14 +89,15 @@ def run(runtime: Runtime) -> int:
 
 def _shutdown(runtime: Runtime, worker: threading.Thread) -> int:
     grace = runtime.policy.milter.shutdown_grace
-    log.info("stopping: no new connections; waiting up to %.0fs for open ones", grace)
-    libmilter.stop()
+    log.info("stopping: new transactions get 421; waiting up to %.0fs for open ones", grace)
+    TRANSACTIONS.draining.set()
     deadline = time.monotonic() + grace
-    while _open_connections() > 0 and time.monotonic() < deadline:
+    while TRANSACTIONS.in_flight > 0 and time.monotonic() < deadline:
         time.sleep(0.05)
-    left = _open_connections()
+    left = TRANSACTIONS.in_flight
     if left:
-        log.warning("exiting with %d connection(s) still open after %.0fs", left, grace)
-    worker.join(timeout=1)
+        log.warning("exiting with %d transaction(s) still open after %.0fs", left, grace)
+    libmilter.stop()
+    worker.join(timeout=2)
     log.info("stopped")
     return 0
