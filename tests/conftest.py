@@ -1,0 +1,72 @@
+"""Fixtures for the end-to-end suite: real redis-server, Postfix, sink and milter.
+
+Each runs on free loopback ports in a temp dir and is stopped by PID. One shared
+stack serves the tests that only need the default test policy; tests that need
+their own policy or break a service start a private stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from relaywarden.devstack.milter import MilterProcess
+from relaywarden.devstack.postfix import PostfixInstance
+from relaywarden.devstack.sink import Sink
+from relaywarden.devstack.stack import Stack
+
+TESTS = Path(__file__).parent
+E2E_POLICY = TESTS / "policies" / "e2e.toml"
+FAILPOINT_SENDER = "crash@failpoint.example"
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    # Not pytest's tmp_path: its parents are 0700 and Postfix's own user must
+    # traverse into the queue directory. Stack makes (and removes) its own.
+    with Stack(
+        E2E_POLICY,
+        milter_env={"RELAYWARDEN_FAILPOINT_SENDER": FAILPOINT_SENDER},
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def redis_server(stack: Stack) -> str:
+    return stack.redis_url
+
+
+@pytest.fixture(scope="session")
+def postfix(stack: Stack) -> PostfixInstance:
+    assert stack.postfix is not None
+    return stack.postfix
+
+
+@pytest.fixture(scope="session")
+def sink(stack: Stack) -> Sink:
+    return stack.sink
+
+
+@pytest.fixture(scope="session")
+def milter(stack: Stack) -> MilterProcess:
+    assert stack.milter is not None
+    return stack.milter
+
+
+@pytest.fixture
+def private_stack(tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type]
+    """Start a stack with a policy of the test's own; stopped after the test."""
+    started: list[Stack] = []
+
+    def start(policy_text: str, **kw: object) -> Stack:
+        policy = tmp_path / f"policy{len(started)}.toml"
+        policy.write_text(policy_text)
+        stack = Stack(policy, **kw).start()  # type: ignore[arg-type]
+        started.append(stack)
+        return stack
+
+    yield start
+    for stack in started:
+        stack.stop()
