@@ -49,11 +49,16 @@ def run_demo(
     outcomes = []
     with Stack(policy) as stack:
         assert stack.postfix is not None
-        echo(f"Postfix listens on 127.0.0.1:{stack.smtp_port}; the sink stands in for the internet.\n")
+        echo(
+            f"Postfix listens on 127.0.0.1:{stack.smtp_port}; a sink plays the internet.\n"
+        )
         for case in cases:
             result = stack.send(
-                case.mail_from, ["customer@example.org"], compose(case.mail_from, case.label),
-                client=case.client, login=case.login,
+                case.mail_from,
+                ["customer@example.org"],
+                compose(case.mail_from, case.label),
+                client=case.client,
+                login=case.login,
             )
             outcomes.append(stack.fate(result))
         echo(table(cases, outcomes))
@@ -68,7 +73,9 @@ def table(cases: list[Case], outcomes: list[Outcome]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = []
     for n, row in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+        lines.append(
+            "  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
+        )
         if n == 0:
             lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 10)
     return "\n".join(lines)

@@ -46,7 +46,10 @@ def _dependency_finding(check: Check, exc: DependencyError, policy: Policy) -> F
     fail_open = _fail_mode(exc.service, policy) == "open"
     log.warning(
         "dependency failure in check %s (%s): %s; failing %s",
-        check.name, exc.service, exc, "open" if fail_open else "closed",
+        check.name,
+        exc.service,
+        exc,
+        "open" if fail_open else "closed",
     )
     if fail_open:
         return None
@@ -83,7 +86,9 @@ def default_reply(action: Action, reason: str, ref: str) -> Reply | None:
     if action == Action.REJECT:
         return RejectReply(550, "5.7.1", f"Message refused by relay policy: {reason} (ref {ref})")
     if action == Action.TEMPFAIL:
-        return TempFailReply(451, "4.7.1", f"Message deferred by relay policy: {reason} (ref {ref})")
+        return TempFailReply(
+            451, "4.7.1", f"Message deferred by relay policy: {reason} (ref {ref})"
+        )
     return None
 
 

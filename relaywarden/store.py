@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import redis
 
 from relaywarden.errors import StoreError
+from relaywarden.identity import Sender
 from relaywarden.keys import Keys
+from relaywarden.message import Message
 from relaywarden.subjects import Subject, parse_subject
+from relaywarden.verdict import Verdict
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,23 @@ class BlockRecord:
 
 class Store(Protocol):
     def blocks_for(self, subjects: list[Subject]) -> list[BlockRecord]: ...
-    def record_event(self, event: dict[str, Any]) -> None: ...
+    def finish(self, outcome: Outcome) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A transaction's end, as the store records it: what was decided about what."""
+
+    message: Message
+    sender: Sender
+    verdict: Verdict
+    event: dict[str, Any]  # the decision log record
+
+
+# Work that must happen when a message is decided (commit counters, index a
+# quarantined message...) registers here and is queued on one pipeline, so the
+# end of a message costs one Redis round trip however many features record it.
+FinishHook = Callable[["RedisStore", "redis.client.Pipeline", Outcome], None]
 
 
 @contextmanager
@@ -58,6 +77,8 @@ def connect(url: str, timeout: float) -> redis.Redis:
 
 
 class RedisStore:
+    finish_hooks: ClassVar[list[FinishHook]] = []  # features register at import
+
     def __init__(self, client: redis.Redis, prefix: str = "rw", events_maxlen: int = 100_000):
         self.client = client
         self.keys = Keys(prefix)
@@ -83,7 +104,7 @@ class RedisStore:
         with redis_errors("block write"):
             pipe = self.client.pipeline(transaction=True)
             pipe.delete(key)
-            pipe.hset(key, mapping=fields)
+            pipe.hset(key, mapping=fields)  # type: ignore[arg-type]  # redis-py's Mapping is invariant
             if record.until is not None:
                 pipe.expireat(key, int(record.until) + 1)
             pipe.zadd(self.keys.block_index, {record.subject: record.until or 2**40})
@@ -101,7 +122,8 @@ class RedisStore:
         now = time.time()
         with redis_errors("block listing"):
             self.client.zremrangebyscore(self.keys.block_index, 0, now)
-            subjects = [s.decode() for s in self.client.zrange(self.keys.block_index, 0, -1)]
+            members: list[bytes] = self.client.zrange(self.keys.block_index, 0, -1)  # type: ignore[assignment]
+            subjects = [m.decode() for m in members]
             pipe = self.client.pipeline(transaction=False)
             for text in subjects:
                 pipe.hgetall(self.keys.block(parse_subject(text)))
@@ -113,17 +135,24 @@ class RedisStore:
         data = {k.decode(): json.loads(v) for k, v in row.items()}
         return BlockRecord(**data)
 
-    # -- events ---------------------------------------------------------
-    def record_event(self, event: dict[str, Any]) -> None:
-        with redis_errors("event write"):
-            self.client.xadd(
+    # -- end of a transaction --------------------------------------------
+    def finish(self, outcome: Outcome) -> None:
+        """Record a decision: the event stream plus every registered hook, one round trip."""
+        with redis_errors("recording the decision"):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xadd(
                 self.keys.events,
-                {"json": json.dumps(event, default=str)},
+                {"json": json.dumps(outcome.event, default=str)},
                 maxlen=self.events_maxlen,
                 approximate=True,
             )
+            for hook in self.finish_hooks:
+                hook(self, pipe, outcome)
+            pipe.execute()
 
     def recent_events(self, count: int = 100) -> list[dict[str, Any]]:
         with redis_errors("event read"):
-            rows = self.client.xrevrange(self.keys.events, count=count)
+            rows: list[tuple[bytes, dict[bytes, bytes]]] = self.client.xrevrange(  # type: ignore[assignment]
+                self.keys.events, count=count
+            )
         return [json.loads(fields[b"json"]) for _, fields in rows]

@@ -52,4 +52,4 @@ def parse_subject(text: str) -> Subject:
         value = value.lower() if kind != "user" else value
     if kind == "domain":
         value = value.rstrip(".")
-    return Subject(kind, value)  # type: ignore[arg-type]
+    return Subject(kind, value)

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from relaywarden.errors import StoreError
-from relaywarden.store import BlockRecord
+from relaywarden.store import BlockRecord, Outcome
 from relaywarden.subjects import Subject
 
 
@@ -24,5 +24,5 @@ class FakeStore:
             raise StoreError("fake store is down")
         return [self.blocks[str(s)] for s in subjects if str(s) in self.blocks]
 
-    def record_event(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
+    def finish(self, outcome: Outcome) -> None:
+        self.events.append(outcome.event)

@@ -14,7 +14,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def check(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "relaywarden", "check-config", str(path)],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
     )
 
 
@@ -31,7 +34,7 @@ def test_every_error_names_file_key_and_reason(tmp_path: Path) -> None:
         '[redis]\ntimeout = "soon"\n'
         '[[blocks]]\nsubject = "planet:mars"\n'
         '[[blocks]]\nsubject = "network:192.0.2.300/32"\n'
-        '[scoring]\nquarantine = 20\nreject = 10\n'
+        "[scoring]\nquarantine = 20\nreject = 10\n"
     )
     out = check(bad)
     assert out.returncode == 1

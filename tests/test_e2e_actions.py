@@ -42,18 +42,21 @@ def test_static_network_block_rejects_at_mail_from(stack: Stack) -> None:
 
 
 def test_ipv6_network_block(stack: Stack) -> None:
-    blocked = stack.fate(stack.send("a@shop.example", RCPT, message("a@shop.example"),
-                                    client="2001:db8:bad:7::1"))
-    other = stack.fate(stack.send("a@shop.example", RCPT, message("a@shop.example"),
-                                  client="2001:db8:bae::1"))
+    blocked = stack.fate(
+        stack.send("a@shop.example", RCPT, message("a@shop.example"), client="2001:db8:bad:7::1")
+    )
+    other = stack.fate(
+        stack.send("a@shop.example", RCPT, message("a@shop.example"), client="2001:db8:bae::1")
+    )
     assert (blocked.fate, blocked.result.code) == ("rejected", 550)
     assert other.fate == "delivered"
 
 
 def test_user_block_tempfails_and_nothing_is_delivered(stack: Stack) -> None:
     before = len(stack.sink.messages)
-    outcome = stack.fate(stack.send("x@shop.example", RCPT, message("x@shop.example"),
-                                    login="suspended"))
+    outcome = stack.fate(
+        stack.send("x@shop.example", RCPT, message("x@shop.example"), login="suspended")
+    )
     assert outcome.fate == "tempfailed"
     assert (outcome.result.code, outcome.result.enhanced) == (451, "4.7.1")
     assert "account suspended" in outcome.result.text
@@ -87,14 +90,22 @@ def test_discard_answers_250_and_delivers_nothing(stack: Stack) -> None:
 @pytest.mark.parametrize("sender", ["orders.@shop.example", "user@localhost", "x@shop_example.com"])
 def test_invalid_envelope_sender_is_rejected_517(stack: Stack, sender: str) -> None:
     outcome = stack.fate(stack.send(sender, RCPT, message()))
-    assert (outcome.fate, outcome.result.code, outcome.result.enhanced) == ("rejected", 550, "5.1.7")
+    assert (outcome.fate, outcome.result.code, outcome.result.enhanced) == (
+        "rejected",
+        550,
+        "5.1.7",
+    )
     assert outcome.result.stage == "mail"
 
 
 def test_invalid_from_header_is_rejected_at_end_of_data(stack: Stack) -> None:
     data = message(from_header=b"From: Shop Orders without an address")
     outcome = stack.fate(stack.send("orders@shop.example", RCPT, data))
-    assert (outcome.fate, outcome.result.code, outcome.result.enhanced) == ("rejected", 550, "5.1.7")
+    assert (outcome.fate, outcome.result.code, outcome.result.enhanced) == (
+        "rejected",
+        550,
+        "5.1.7",
+    )
     assert outcome.result.stage == "data"
 
 
@@ -113,8 +124,12 @@ def test_engine_exception_gives_451_430_and_milter_survives(stack: Stack) -> Non
 
 
 def test_every_decision_is_one_json_log_line(stack: Stack) -> None:
-    result = stack.send("orders@shop.example", ["a@example.org", "b@example.org"],
-                        message(subject="log line"), login="alice")
+    result = stack.send(
+        "orders@shop.example",
+        ["a@example.org", "b@example.org"],
+        message(subject="log line"),
+        login="alice",
+    )
     assert stack.fate(result).fate == "delivered"
     line = next(d for d in decisions(stack) if d["queue_id"] == result.queue_id)
     assert line["action"] == "accept"

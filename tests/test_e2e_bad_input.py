@@ -33,7 +33,11 @@ def decided(stack: Stack, queue_id: str | None) -> dict:  # type: ignore[type-ar
 
 CASES = {
     "8bit and invalid UTF-8 headers": message(
-        extra_headers=[b"X-Latin1: caf\xe9", b"X-Broken: \xff\xfe\x80 bytes", b"Comments: \xc3\x28"],
+        extra_headers=[
+            b"X-Latin1: caf\xe9",
+            b"X-Broken: \xff\xfe\x80 bytes",
+            b"Comments: \xc3\x28",
+        ],
         subject="=?utf-8?q?Caf=C3=A9_=E2=82=AC?= \xe9",
     ),
     "100 KB header": message(extra_headers=[b"X-Long: " + b"a" * 100_000]),
@@ -60,7 +64,7 @@ def test_odd_message_gets_a_decision(stack: Stack, name: str) -> None:
 def test_null_sender_idn_and_quoted_local_parts(stack: Stack) -> None:
     for sender, from_header in [
         ("", b"From: MAILER-DAEMON <mailer-daemon@shop.example>"),
-        ("\"john doe\"@shop.example", b"From: \"john doe\"@shop.example"),
+        ('"john doe"@shop.example', b'From: "john doe"@shop.example'),
         ("info@xn--caf-dma.example", b"From: info@xn--caf-dma.example"),
         ("info@caf\u00e9.example", "From: info@caf\u00e9.example".encode()),
         ("j\u00f6rg@caf\u00e9.example", "From: J\u00f6rg <j\u00f6rg@caf\u00e9.example>".encode()),

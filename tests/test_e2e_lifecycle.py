@@ -20,7 +20,9 @@ from tests.mail import message
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 RCPT = ["buyer@example.org"]
-BLOCK_SENDER = '[[blocks]]\nsubject = "sender:later@shop.example"\nreason = "blocked after reload"\n'
+BLOCK_SENDER = (
+    '[[blocks]]\nsubject = "sender:later@shop.example"\nreason = "blocked after reload"\n'
+)
 
 
 def test_sighup_reloads_a_good_policy_and_refuses_a_bad_one(private_stack) -> None:  # type: ignore[no-untyped-def]
@@ -72,8 +74,12 @@ def _metric(port: int, name: str) -> float:
     return total
 
 
-@pytest.mark.parametrize(("mode", "fate", "code"), [("tempfail", "tempfailed", 451), ("open", "delivered", 250)])
-def test_redis_down_applies_fail_mode_visibly(private_stack, mode: str, fate: str, code: int) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("mode", "fate", "code"), [("tempfail", "tempfailed", 451), ("open", "delivered", 250)]
+)
+def test_redis_down_applies_fail_mode_visibly(
+    private_stack, mode: str, fate: str, code: int
+) -> None:  # type: ignore[no-untyped-def]
     port = free_port()
     stack = private_stack(f'[redis]\non_error = "{mode}"\n[metrics]\nlisten = "127.0.0.1:{port}"\n')
     assert stack.redis is not None and stack.milter is not None
@@ -97,8 +103,16 @@ def test_redis_restart_is_survived(private_stack) -> None:  # type: ignore[no-un
 def test_unix_socket_is_created_0660(tmp_path: Path) -> None:
     sock = Path("/tmp") / f"rw-test-{os.getpid()}-{free_port()}.sock"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "relaywarden", "run", "--listen", f"unix:{sock}",
-         "--redis-url", "redis://127.0.0.1:1/0"],
+        [
+            sys.executable,
+            "-m",
+            "relaywarden",
+            "run",
+            "--listen",
+            f"unix:{sock}",
+            "--redis-url",
+            "redis://127.0.0.1:1/0",
+        ],
         stderr=subprocess.PIPE,
     )
     try:

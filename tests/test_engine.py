@@ -38,20 +38,76 @@ def verdict_for(name: str, stage: Stage, store: FakeStore | None = None, **kw: s
 TABLE = [
     ("clean.eml", {}, Stage.MAIL, Action.ACCEPT, None, []),
     ("clean.eml", {}, Stage.EOM, Action.ACCEPT, None, []),
-    ("clean.eml", {"client_address": "192.0.2.66"}, Stage.MAIL, Action.REJECT, "550 5.7.1", ["blocked"]),
-    ("clean.eml", {"client_address": "::ffff:192.0.2.66"}, Stage.MAIL, Action.REJECT, "550 5.7.1", ["blocked"]),
-    ("clean.eml", {"client_address": "2001:db8:bad:1::9"}, Stage.MAIL, Action.REJECT, "550 5.7.1", ["blocked"]),
+    (
+        "clean.eml",
+        {"client_address": "192.0.2.66"},
+        Stage.MAIL,
+        Action.REJECT,
+        "550 5.7.1",
+        ["blocked"],
+    ),
+    (
+        "clean.eml",
+        {"client_address": "::ffff:192.0.2.66"},
+        Stage.MAIL,
+        Action.REJECT,
+        "550 5.7.1",
+        ["blocked"],
+    ),
+    (
+        "clean.eml",
+        {"client_address": "2001:db8:bad:1::9"},
+        Stage.MAIL,
+        Action.REJECT,
+        "550 5.7.1",
+        ["blocked"],
+    ),
     ("clean.eml", {"client_address": "2001:db8:bae::9"}, Stage.MAIL, Action.ACCEPT, None, []),
     ("clean.eml", {"sasl_user": "mallory"}, Stage.MAIL, Action.TEMPFAIL, "451 4.7.1", ["blocked"]),
-    ("clean.eml", {"mail_from": "BULK@shop.example"}, Stage.MAIL, Action.QUARANTINE, None, ["blocked"]),
-    ("clean.eml", {"mail_from": "a@news.spam.example"}, Stage.MAIL, Action.DISCARD, None, ["blocked"]),
-    ("clean.eml", {"mail_from": "not-an-address"}, Stage.MAIL, Action.REJECT, "550 5.1.7", ["invalid-envelope-sender"]),
+    (
+        "clean.eml",
+        {"mail_from": "BULK@shop.example"},
+        Stage.MAIL,
+        Action.QUARANTINE,
+        None,
+        ["blocked"],
+    ),
+    (
+        "clean.eml",
+        {"mail_from": "a@news.spam.example"},
+        Stage.MAIL,
+        Action.DISCARD,
+        None,
+        ["blocked"],
+    ),
+    (
+        "clean.eml",
+        {"mail_from": "not-an-address"},
+        Stage.MAIL,
+        Action.REJECT,
+        "550 5.1.7",
+        ["invalid-envelope-sender"],
+    ),
     ("clean.eml", {"mail_from": ""}, Stage.MAIL, Action.ACCEPT, None, []),
-    ("clean.eml", {"mail_from": "\"john doe\"@shop.example"}, Stage.MAIL, Action.ACCEPT, None, []),
+    ("clean.eml", {"mail_from": '"john doe"@shop.example'}, Stage.MAIL, Action.ACCEPT, None, []),
     ("clean.eml", {"mail_from": "用户@例子.广告"}, Stage.MAIL, Action.ACCEPT, None, []),
     ("eightbit.eml", {"mail_from": "x@shop.example"}, Stage.EOM, Action.ACCEPT, None, []),
-    ("from-no-address.eml", {"mail_from": "x@shop.example"}, Stage.EOM, Action.REJECT, "550 5.1.7", ["invalid-from-header"]),
-    ("from-invalid-domain.eml", {"mail_from": "x@shop.example"}, Stage.EOM, Action.REJECT, "550 5.1.7", ["invalid-from-header"]),
+    (
+        "from-no-address.eml",
+        {"mail_from": "x@shop.example"},
+        Stage.EOM,
+        Action.REJECT,
+        "550 5.1.7",
+        ["invalid-from-header"],
+    ),
+    (
+        "from-invalid-domain.eml",
+        {"mail_from": "x@shop.example"},
+        Stage.EOM,
+        Action.REJECT,
+        "550 5.1.7",
+        ["invalid-from-header"],
+    ),
 ]
 
 
@@ -93,7 +149,9 @@ def test_ipv6_clients_in_one_64_share_a_vps_key() -> None:
     assert other.action == Action.ACCEPT
 
 
-@pytest.mark.parametrize(("mode", "action"), [("tempfail", Action.TEMPFAIL), ("open", Action.ACCEPT)])
+@pytest.mark.parametrize(
+    ("mode", "action"), [("tempfail", Action.TEMPFAIL), ("open", Action.ACCEPT)]
+)
 def test_store_failure_applies_fail_mode(mode: str, action: Action) -> None:
     store = FakeStore()
     store.broken = True
@@ -108,5 +166,8 @@ def test_store_failure_applies_fail_mode(mode: str, action: Action) -> None:
 def test_score_thresholds_map_to_actions() -> None:
     policy = policy_from_dict({"scoring": {"quarantine": 3, "tempfail": 6, "reject": 9}})
     assert [policy.scoring.action_for(s) for s in (0, 3, 6, 9)] == [
-        Action.ACCEPT, Action.QUARANTINE, Action.TEMPFAIL, Action.REJECT,
+        Action.ACCEPT,
+        Action.QUARANTINE,
+        Action.TEMPFAIL,
+        Action.REJECT,
     ]

@@ -64,9 +64,9 @@ def run_from_header(ctx: Context) -> list[Finding]:
             findings.append(_invalid("invalid-from-header", value, problem))
             continue
         for address in addresses:
-            problem = address_problem(address)
-            if problem:
-                findings.append(_invalid("invalid-from-header", address, problem))
+            why = address_problem(address)
+            if why:
+                findings.append(_invalid("invalid-from-header", address, why))
     return findings
 
 

@@ -16,8 +16,10 @@ def _matches(entry: BlockEntry, ctx: Context) -> bool:
     match subject.kind:
         case "network":
             addr = msg.client_address
-            return addr is not None and addr.version == subject.network.version and (
-                addr in subject.network
+            return (
+                addr is not None
+                and addr.version == subject.network.version
+                and (addr in subject.network)
             )
         case "vps":
             return subject.value == ctx.sender.vps
@@ -29,7 +31,9 @@ def _matches(entry: BlockEntry, ctx: Context) -> bool:
             return bool(msg.mail_from) and subject.value == (msg.mail_from or "").lower()
         case "domain":
             domain = msg.sender_domain
-            return bool(domain) and (domain == subject.value or domain.endswith("." + subject.value))
+            return bool(domain) and (
+                domain == subject.value or domain.endswith("." + subject.value)
+            )
     return False
 
 

@@ -44,10 +44,16 @@ class MilterProcess:
     def start(self, timeout: float = 20.0) -> None:
         env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **self.extra_env}
         argv = [
-            sys.executable, "-m", "relaywarden", "run",
-            "--config", str(self.policy),
-            "--listen", self.listen,
-            "--redis-url", self.redis_url,
+            sys.executable,
+            "-m",
+            "relaywarden",
+            "run",
+            "--config",
+            str(self.policy),
+            "--listen",
+            self.listen,
+            "--redis-url",
+            self.redis_url,
         ]
         self.proc = Proc(argv, "relaywarden", self.log_path, env=env, cwd=PROJECT_ROOT)
         try:

@@ -6,6 +6,7 @@ the same wiring an operator would build.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -81,10 +82,9 @@ class Stack:
             self.redis.stop if self.redis else None,
         ):
             if stop is not None:
-                try:
+                # Keep stopping the rest whatever one of them does.
+                with contextlib.suppress(Exception):
                     stop()
-                except Exception:  # keep stopping the rest; the caller sees leftovers
-                    pass
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -116,8 +116,9 @@ class Stack:
         xclient = {"ADDR": client, "NAME": "[UNAVAILABLE]"}
         if login:
             xclient["LOGIN"] = login
-        return send("127.0.0.1", self.smtp_port, mail_from, rcpts, data, xclient=xclient,
-                    timeout=timeout)
+        return send(
+            "127.0.0.1", self.smtp_port, mail_from, rcpts, data, xclient=xclient, timeout=timeout
+        )
 
     def fate(self, result: SendResult, timeout: float = 30) -> Outcome:
         """Where a sent message ended up: delivered, held, discarded, or refused."""

@@ -21,10 +21,11 @@ from relaywarden import engine, metrics
 from relaywarden.checks import Stage
 from relaywarden.decisionlog import decision_fields, log_decision
 from relaywarden.identity import Sender, identify
-from relaywarden.message import BodyDigest, Message, normalise_ip
+from relaywarden.message import BodyDigest, IPAddress, Message, normalise_ip
 from relaywarden.milter.apply import apply_verdict, internal_error, set_reply
 from relaywarden.refs import new_ref
 from relaywarden.runtime import Runtime
+from relaywarden.store import Outcome
 from relaywarden.verdict import Action, Finding, TempFailReply, Verdict
 
 log = logging.getLogger("relaywarden.milter")
@@ -73,7 +74,10 @@ def guarded(callback: Callable[..., int]) -> Callable[..., int]:
             metrics.INTERNAL_ERRORS.inc()
             log.exception(
                 "internal error in %s (queue id %s, ref %s, client %s)",
-                callback.__name__, self.message.queue_id or "-", self.ref, self.client_text,
+                callback.__name__,
+                self.message.queue_id or "-",
+                self.ref,
+                self.client_text,
             )
             return internal_error(self, self.ref)
 
@@ -85,7 +89,7 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
 
     def __init__(self) -> None:
         self.client_text = ""
-        self.client_address = None
+        self.client_address: IPAddress | None = None
         self.client_name = ""
         self.helo = ""
         self.in_transaction = False
@@ -204,8 +208,14 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         policy = rt.policy
         started = time.perf_counter()
         verdict = engine.decide(
-            self.message, self.sender, policy, rt.store, rt.resolver,
-            stage=stage, rcpt=rcpt, ref=self.ref,
+            self.message,
+            self.sender,
+            policy,
+            rt.store,
+            rt.resolver,
+            stage=stage,
+            rcpt=rcpt,
+            ref=self.ref,
         )
         if stage == Stage.EOM and self.carried:
             verdict = engine.combine([*self.carried, *verdict.findings], policy, self.ref)
@@ -227,9 +237,9 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         )
         log_decision(fields)
         try:
-            self.runtime.store.record_event(fields)
-        except Exception as exc:  # the event stream is a record, not a gate
-            log.warning("could not record decision event %s: %s", verdict.ref, exc)
+            self.runtime.store.finish(Outcome(self.message, self.sender, verdict, fields))
+        except Exception as exc:  # a record, not a gate: the verdict stands
+            log.warning("could not record decision %s: %s", verdict.ref, exc)
 
 
 def _params(params: tuple[str, ...]) -> dict[str, str]:

@@ -30,7 +30,7 @@ log = logging.getLogger("relaywarden.server")
 def _unix_path(listen: str) -> Path | None:
     for prefix in ("unix:", "local:"):
         if listen.startswith(prefix):
-            return Path(listen[len(prefix):])
+            return Path(listen[len(prefix) :])
     return None
 
 

@@ -50,7 +50,7 @@ class RedisSection(Section):
     # What a message gets when Redis cannot be reached: "open" lets it through
     # unchecked by the counters (logged and counted), "tempfail" answers 451 4.3.0.
     on_error: FailMode = "tempfail"
-    events_maxlen: int = Field(100_000, ge=100)
+    events_maxlen: int = Field(default=100_000, ge=100)
 
     @field_validator("url")
     @classmethod
@@ -93,7 +93,7 @@ class ScoringSection(Section):
 class BlockEntry(Section):
     subject: SubjectField
     action: Literal["reject", "tempfail", "quarantine", "discard"] = "reject"
-    reason: str = Field("blocked by policy", max_length=200)
+    reason: str = Field(default="blocked by policy", max_length=200)
 
 
 class AddressCheckSection(Section):
@@ -119,7 +119,7 @@ class Policy(Section):
     milter: MilterSection = MilterSection()
     redis: RedisSection = RedisSection()
     scoring: ScoringSection = ScoringSection()
-    blocks: list[BlockEntry] = []
+    blocks: list[BlockEntry] = Field(default_factory=list)
     checks: ChecksSection = ChecksSection()
     log: LogSection = LogSection()
     metrics: MetricsSection = MetricsSection()
