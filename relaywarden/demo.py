@@ -49,9 +49,7 @@ def run_demo(
     outcomes = []
     with Stack(policy) as stack:
         assert stack.postfix is not None
-        echo(
-            f"Postfix listens on 127.0.0.1:{stack.smtp_port}; a sink plays the internet.\n"
-        )
+        echo(f"Postfix listens on 127.0.0.1:{stack.smtp_port}; a sink plays the internet.\n")
         for case in cases:
             result = stack.send(
                 case.mail_from,

@@ -1,0 +1,71 @@
+"""Blocking and unblocking subjects: the one service the CLI, the web page and the
+automatic escalation all go through, so every block is audited the same way."""
+
+from __future__ import annotations
+
+import time
+
+from relaywarden import audit
+from relaywarden.store import BlockRecord, RedisStore
+from relaywarden.subjects import Subject
+
+BLOCK_ACTIONS = ("reject", "tempfail", "quarantine", "discard")
+
+
+def block(
+    store: RedisStore,
+    subject: Subject,
+    *,
+    actor: str,
+    reason: str,
+    duration: float | None,
+    action: str = "reject",
+    via: str = "cli",
+    now: float | None = None,
+) -> BlockRecord:
+    """Block `subject` for `duration` seconds (None: until lifted)."""
+    if action not in BLOCK_ACTIONS:
+        raise ValueError(f"action must be one of {', '.join(BLOCK_ACTIONS)}")
+    if duration is not None and duration <= 0:
+        raise ValueError("a block lasts a positive time")
+    since = time.time() if now is None else now
+    record = BlockRecord(
+        subject=str(subject),
+        action=action,
+        reason=reason[:200],
+        set_by=actor,
+        since=since,
+        until=None if duration is None else since + duration,
+    )
+    store.set_block(record)
+    audit.record(
+        store,
+        audit.AuditEntry(
+            actor=actor,
+            action="block",
+            target=str(subject),
+            reason=reason[:200],
+            details={"until": record.until, "action": action},
+            via=via,
+        ),
+    )
+    return record
+
+
+def unblock(
+    store: RedisStore, subject: Subject, *, actor: str, reason: str = "", via: str = "cli"
+) -> bool:
+    """Lift a block; True if there was one. Audited either way."""
+    removed = store.remove_block(subject)
+    audit.record(
+        store,
+        audit.AuditEntry(
+            actor=actor,
+            action="unblock",
+            target=str(subject),
+            reason=reason[:200],
+            details={"was_blocked": removed},
+            via=via,
+        ),
+    )
+    return removed
