@@ -11,6 +11,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from relaywarden.message import IPAddress, Message
+from relaywarden.policy.inventory import CustomerEntry, Network
 from relaywarden.subjects import Subject
 
 DEFAULT_IPV6_PREFIX = 64
@@ -50,10 +51,47 @@ class Sender:
         return subjects
 
 
-def identify(message: Message) -> Sender:
+class Inventory:
+    """Customers by network (longest prefix wins) and by SASL login.
+
+    The SASL login the relay verified wins over the address: a customer may send
+    from anywhere with its own credentials, and a login must not be usable to
+    borrow another customer's limits by sending from that customer's network.
+    """
+
+    def __init__(self, customers: list[CustomerEntry]) -> None:
+        self.customers = {c.id: c for c in customers}
+        self._by_user = {u: c for c in customers for u in c.sasl_users}
+        nets: list[tuple[Network, CustomerEntry]] = [
+            (net, c) for c in customers for net in c.parsed_networks()
+        ]
+        # Longest prefix first, so the first match is the most specific.
+        self._by_net = sorted(nets, key=lambda item: item[0].prefixlen, reverse=True)
+
+    def lookup(self, address: IPAddress | None, sasl_user: str) -> CustomerEntry | None:
+        if sasl_user and sasl_user in self._by_user:
+            return self._by_user[sasl_user]
+        if address is None:
+            return None
+        for net, customer in self._by_net:
+            if address.version == net.version and address in net:
+                return customer
+        return None
+
+
+EMPTY = Inventory([])
+
+
+def identify(
+    message: Message, inventory: Inventory = EMPTY, ipv6_prefix: int = DEFAULT_IPV6_PREFIX
+) -> Sender:
     """The sender of a message as far as the relay can vouch for it."""
+    customer = inventory.lookup(message.client_address, message.sasl_user)
     return Sender(
-        vps=vps_key(message.client_address),
+        vps=vps_key(message.client_address, ipv6_prefix),
+        customer=customer.id if customer else None,
+        plan=customer.plan if customer else "default",
         sasl_user=message.sasl_user,
         envelope_domain=message.sender_domain,
+        owned_domains=frozenset(customer.domains) if customer else frozenset(),
     )

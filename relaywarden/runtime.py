@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from relaywarden.identity import Inventory
 from relaywarden.policy import Policy, PolicyError, load_policy
 from relaywarden.store import RedisStore, connect
 
@@ -42,13 +43,14 @@ class Runtime:
     overrides: Overrides
     policy: Policy
     store: RedisStore
+    inventory: Inventory
     resolver: object = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def start(cls, policy_path: Path | None, overrides: Overrides) -> Runtime:
         policy = overrides.apply(load_policy(policy_path))
-        return cls(policy_path, overrides, policy, _store_for(policy))
+        return cls(policy_path, overrides, policy, _store_for(policy), Inventory(policy.customers))
 
     def reload(self) -> bool:
         """Load the policy file again; keep the old one in force if the new one is bad."""
@@ -61,6 +63,7 @@ class Runtime:
                 return False
             if policy.redis != self.policy.redis:
                 self.store = _store_for(policy)
+            self.inventory = Inventory(policy.customers)
             self.policy = policy
             log.info("policy reloaded from %s", self.policy_path or "embedded defaults")
             return True

@@ -143,7 +143,8 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         msg.mail_params = _params(params)
         msg.sasl_user = self.getsymval("{auth_authen}") or ""
         msg.queue_id = self.getsymval("i") or ""
-        self.sender = identify(msg)
+        rt = self.runtime
+        self.sender = identify(msg, rt.inventory, rt.policy.identity.ipv6_prefix)
         status = self._decide(Stage.MAIL)
         if status != Milter.CONTINUE:
             self._end_transaction()

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from relaywarden.policy.inventory import CustomerEntry
 from relaywarden.policy.types import Duration, Section, SubjectField
 from relaywarden.verdict import Action
 
@@ -115,11 +116,27 @@ class MetricsSection(Section):
     listen: str = ""
 
 
+class IdentitySection(Section):
+    # An IPv6 VPS is keyed by this prefix: rotating inside it escapes nothing.
+    ipv6_prefix: int = Field(default=64, ge=32, le=128)
+
+
 class Policy(Section):
     milter: MilterSection = MilterSection()
     redis: RedisSection = RedisSection()
     scoring: ScoringSection = ScoringSection()
     blocks: list[BlockEntry] = Field(default_factory=list)
+    customers: list[CustomerEntry] = Field(default_factory=list)
     checks: ChecksSection = ChecksSection()
     log: LogSection = LogSection()
     metrics: MetricsSection = MetricsSection()
+    identity: IdentitySection = IdentitySection()
+
+    @model_validator(mode="after")
+    def _unique_customers(self) -> Policy:
+        seen: set[str] = set()
+        for customer in self.customers:
+            if customer.id in seen:
+                raise ValueError(f"customer id {customer.id!r} is listed twice")
+            seen.add(customer.id)
+        return self
