@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 
 from relaywarden import metrics
-from relaywarden.checks import Check, Context, Stage, addresses, blocks
+from relaywarden.checks import Check, Context, Stage, addresses, blocks, limits
 from relaywarden.errors import DependencyError
 from relaywarden.identity import Sender
 from relaywarden.message import Message
@@ -24,8 +24,12 @@ from relaywarden.verdict import Action, Finding, RejectReply, Reply, TempFailRep
 log = logging.getLogger("relaywarden.engine")
 
 # Blocks come first: a blocked sender is refused before anything costs more.
+# limits.MAIL goes just before them: its one round trip fetches the blocks too.
 CHECKS: tuple[Check, ...] = (
+    limits.MAIL,
     blocks.CHECK,
+    limits.RCPT,
+    limits.EOM,
     addresses.ENVELOPE,
     addresses.FROM_HEADER,
 )

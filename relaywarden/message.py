@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.parser import BytesParser
 from email.policy import compat32
+from typing import Any
 
 # Bounds that keep one hostile message from eating the milter's memory. A header
 # beyond these is still counted (so "too many headers" is visible) but not kept.
@@ -96,6 +97,9 @@ class Message:
     headers_truncated: bool = False
     body_size: int = 0
     body_digest: str = ""
+    # Working state of checks for this transaction only (e.g. the rate allowance
+    # fetched at MAIL FROM that RCPT decisions use); never anything the client wrote.
+    notes: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def add_rcpt(self, rcpt: str) -> None:
         self.rcpt_count += 1

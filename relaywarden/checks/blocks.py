@@ -66,7 +66,11 @@ def run(ctx: Context) -> list[Finding]:
         for e in ctx.policy.blocks
         if _matches(e, ctx)
     ]
-    findings += [_dynamic(r) for r in ctx.store.blocks_for(ctx.sender.subjects(ctx.message))]
+    # The rate-limit check fetches the blocks in its round trip at MAIL FROM.
+    prefetched = ctx.message.notes.get("blocks")
+    if prefetched is None:
+        prefetched = ctx.store.blocks_for(ctx.sender.subjects(ctx.message))
+    findings += [_dynamic(r) for r in prefetched]
     return findings
 
 

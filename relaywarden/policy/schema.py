@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from relaywarden.policy.inventory import CustomerEntry
+from relaywarden.policy.limits import LimitsSection, Plan, check_plans
 from relaywarden.policy.types import Duration, Section, SubjectField
 from relaywarden.verdict import Action
 
@@ -131,6 +132,8 @@ class Policy(Section):
     log: LogSection = LogSection()
     metrics: MetricsSection = MetricsSection()
     identity: IdentitySection = IdentitySection()
+    plans: dict[str, Plan] = Field(default_factory=dict)
+    limits: LimitsSection = LimitsSection()
 
     @model_validator(mode="after")
     def _unique_customers(self) -> Policy:
@@ -139,4 +142,5 @@ class Policy(Section):
             if customer.id in seen:
                 raise ValueError(f"customer id {customer.id!r} is listed twice")
             seen.add(customer.id)
+        check_plans(self.plans, self.limits, [c.plan for c in self.customers])
         return self

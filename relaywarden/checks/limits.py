@@ -1,0 +1,108 @@
+"""Rate limits and bursts: checked at MAIL FROM from one Redis round trip, then at
+each RCPT and at end of message from the allowance that round trip fetched."""
+
+from __future__ import annotations
+
+import os
+
+from relaywarden.checks import Check, Context, Stage
+from relaywarden.limits.fetch import LimitState, fetch
+from relaywarden.limits.model import Binding, Burst
+from relaywarden.policy.durations import format_duration
+from relaywarden.store import RedisStore
+from relaywarden.verdict import Action, Finding, TempFailReply
+
+NAME = "limits"
+NOTE = "limits"  # Message.notes key of the LimitState
+BLOCKS_NOTE = "blocks"  # prefetched block records, read by the blocks check
+
+# Tests only: a fixed epoch for the Lua scripts instead of Redis TIME, set by
+# the test harness in the milter's environment, never by a policy file.
+_TEST_CLOCK = os.environ.get("RELAYWARDEN_TEST_CLOCK", "")
+
+
+def _over(binding: Binding, factor_reasons: tuple[str, ...]) -> Finding:
+    unit = binding.unit.replace("_", " ")
+    window = format_duration(binding.window)
+    evidence = binding.evidence()
+    if factor_reasons and binding.scope.startswith("vps:"):
+        evidence["reduced_by"] = list(factor_reasons)
+    return Finding(
+        check=NAME,
+        name="rate-limit",
+        evidence=evidence,
+        action=Action.TEMPFAIL,
+        reply=TempFailReply(451, "4.7.1", f"Rate limit reached ({unit} per {window}), try later"),
+        reason="rate limit",
+    )
+
+
+def _burst(burst: Burst, score: float) -> Finding:
+    return Finding(
+        check=NAME,
+        name=burst.name,
+        score=score,
+        evidence={
+            "count": burst.count,
+            "baseline": burst.expected,
+            "threshold": burst.threshold,
+            "window": burst.window,
+        },
+        reason="unusual burst of mail",
+    )
+
+
+def state_of(ctx: Context) -> LimitState | None:
+    state = ctx.message.notes.get(NOTE)
+    return state if isinstance(state, LimitState) else None
+
+
+def run_mail(ctx: Context) -> list[Finding]:
+    if not ctx.policy.limits.enabled or not isinstance(ctx.store, RedisStore):
+        return []
+    state = fetch(ctx.store, ctx.policy, ctx.sender, ctx.message, _TEST_CLOCK)
+    ctx.message.notes[NOTE] = state
+    ctx.message.notes[BLOCKS_NOTE] = state.blocks
+    findings = [_burst(b, ctx.policy.limits.burst.score) for b in state.bursts]
+    size = _declared_size(ctx.message.mail_params.get("SIZE", ""))
+    for unit, binding in state.allow.items():
+        if binding.left <= 0 or (unit == "bytes" and size > binding.left):
+            findings.append(_over(binding, state.factor.reasons))
+    return findings
+
+
+def _declared_size(text: str) -> int:
+    return int(text) if text.isdigit() and len(text) < 16 else 0
+
+
+def run_rcpt(ctx: Context) -> list[Finding]:
+    state = state_of(ctx)
+    if state is None or not ctx.rcpt:
+        return []
+    msg, rcpt = ctx.message, ctx.rcpt.lower()
+    wanted = {
+        "recipients": msg.rcpt_count + 1,
+        "unique_recipients": len({r.lower() for r in msg.rcpts} | {rcpt}),
+        "unique_domains": len({r.rsplit("@", 1)[-1].lower() for r in [*msg.rcpts, rcpt]}),
+    }
+    return [
+        _over(state.allow[unit], state.factor.reasons)
+        for unit, count in wanted.items()
+        if unit in state.allow and count > state.allow[unit].left
+    ]
+
+
+def run_eom(ctx: Context) -> list[Finding]:
+    state = state_of(ctx)
+    if state is None or "bytes" not in state.allow:
+        return []
+    binding = state.allow["bytes"]
+    return [_over(binding, state.factor.reasons)] if ctx.message.body_size > binding.left else []
+
+
+MAIL = Check("limits.mail", Stage.MAIL, run_mail)
+RCPT = Check("limits.rcpt", Stage.RCPT, run_rcpt)
+EOM = Check("limits.eom", Stage.EOM, run_eom)
+
+# Registers the end-of-message commit on RedisStore.finish's pipeline.
+from relaywarden.limits import hook as _hook  # noqa: E402,F401

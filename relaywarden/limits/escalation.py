@@ -1,0 +1,142 @@
+"""Escalation: repeated limit hits or bursts block the subject automatically, for
+longer each time, and the abuse team is told.
+
+Blocking and notifying happen on one background thread fed by a bounded queue:
+a milter thread only enqueues, so a slow webhook or a Redis hiccup here never
+delays mail. A full queue drops the job (logged): the next hit enqueues again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+from relaywarden import blocking
+from relaywarden.errors import StoreError
+from relaywarden.policy import Policy
+from relaywarden.policy.durations import format_duration
+from relaywarden.policy.limits import WebhookSection
+from relaywarden.store import RedisStore
+from relaywarden.subjects import Subject
+
+log = logging.getLogger("relaywarden.escalation")
+ACTOR = "relaywarden"
+
+
+@dataclass(frozen=True)
+class Job:
+    store: RedisStore
+    policy: Policy
+    subject: Subject
+    key: str  # the subject's state hash: where its count of automatic blocks lives
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+def block_duration(policy: Policy, earlier_blocks: int) -> float:
+    esc = policy.limits.escalation
+    return float(min(esc.max_block, esc.block_for * esc.growth**earlier_blocks))
+
+
+def escalate(job: Job, now: float | None = None) -> dict[str, Any] | None:
+    """Block `job.subject` unless it already is; the notice sent, or None."""
+    store, esc = job.store, job.policy.limits.escalation
+    if store.blocks_for([job.subject]):
+        return None
+    with_redis = store.client.pipeline(transaction=False)
+    with_redis.hincrby(job.key, "nb", 1)
+    with_redis.expire(job.key, int(esc.memory) + 1)
+    try:
+        count, _ = with_redis.execute()
+    except Exception as exc:
+        raise StoreError(f"redis escalation count: {exc}") from exc
+    duration = block_duration(job.policy, int(count) - 1)
+    reason = (
+        f"automatic: {esc.hits} rate-limit hits or bursts within "
+        f"{format_duration(esc.period)}"
+    )
+    record = blocking.block(
+        store,
+        job.subject,
+        actor=ACTOR,
+        reason=reason,
+        duration=duration,
+        action=esc.action,
+        via="milter",
+        now=now,
+    )
+    return {
+        "event": "relaywarden.auto-block",
+        "subject": str(job.subject),
+        "action": record.action,
+        "reason": reason,
+        "since": record.since,
+        "until": record.until,
+        "duration": format_duration(duration),
+        "automatic_blocks": int(count),
+        "evidence": job.evidence,
+        "unblock": f"relaywarden unblock {job.subject} --reason TEXT",
+    }
+
+
+def post_webhook(cfg: WebhookSection, notice: dict[str, Any], sleep: Any = time.sleep) -> bool:
+    """POST the notice as JSON; retried with exponential backoff, `attempts` at most."""
+    body = json.dumps(notice, default=str).encode()
+    for attempt in range(cfg.attempts):
+        request = urllib.request.Request(
+            cfg.url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=cfg.timeout) as response:
+                if 200 <= response.status < 300:
+                    return True
+        except OSError as exc:  # URLError, HTTPError and timeouts are all OSErrors
+            log.warning("webhook attempt %d failed: %s", attempt + 1, exc)
+        if attempt + 1 < cfg.attempts:
+            sleep(cfg.backoff * 2**attempt)
+    log.error("webhook gave up after %d attempts for %s", cfg.attempts, notice.get("subject"))
+    return False
+
+
+class Escalator:
+    """The background thread; one per process, started on first use."""
+
+    def __init__(self, maxsize: int = 1000) -> None:
+        self.jobs: queue.Queue[Job] = queue.Queue(maxsize=maxsize)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._work, name="relaywarden-escalation", daemon=True
+                )
+                self._thread.start()
+        try:
+            self.jobs.put_nowait(job)
+        except queue.Full:
+            log.error("escalation queue full; dropped the job for %s", job.subject)
+
+    def _work(self) -> None:
+        while True:
+            job = self.jobs.get()
+            try:
+                notice = escalate(job)
+                if notice is not None:
+                    log.warning("automatic block: %s", json.dumps(notice, default=str))
+                    cfg = job.policy.limits.escalation.webhook
+                    if cfg.url:
+                        post_webhook(cfg, notice)
+            except Exception:  # the thread must outlive any one job
+                log.exception("escalation of %s failed", job.subject)
+            finally:
+                self.jobs.task_done()
+
+
+ESCALATOR = Escalator()

@@ -1,0 +1,83 @@
+"""The end-of-message hook: commit what was accepted, count limit hits, feed
+findings back into the VPS's penalty, and hand repeat offenders to escalation."""
+
+from __future__ import annotations
+
+import redis
+
+from relaywarden.limits.escalation import ESCALATOR, Job
+from relaywarden.limits.fetch import LimitState, Usage, queue_commit
+from relaywarden.limits.model import HITS, ScopeState
+from relaywarden.policy import Policy
+from relaywarden.store import Outcome, RedisStore
+from relaywarden.verdict import Action, Finding
+
+NOTE = "limits"
+# Findings that are the limits' own doing, or a block: neither says anything new
+# about the quality of the mail, so neither shrinks the limits further.
+_NOT_FEEDBACK = ("limits", "blocks")
+
+
+def _penalty(outcome: Outcome, policy: Policy) -> float:
+    verdict = outcome.verdict
+    cfg = policy.limits.adaptive
+    if not cfg.enabled or not any(f.check not in _NOT_FEEDBACK for f in verdict.findings):
+        return 0.0
+    if verdict.action == Action.REJECT:
+        return cfg.reject_penalty
+    if verdict.action == Action.QUARANTINE:
+        return cfg.quarantine_penalty
+    return 0.0
+
+
+def _hit_labels(findings: tuple[Finding, ...], state: LimitState) -> set[str]:
+    labels = set()
+    for f in findings:
+        if f.check != "limits":
+            continue
+        if f.name == "rate-limit":
+            labels.add(str(f.evidence.get("scope", "")))
+        else:  # a burst is the VPS's doing
+            labels.add(state.vps.scope.label)
+    labels.discard("global")  # nobody to block for the relay-wide ceiling
+    return labels - state.hit_scopes
+
+
+def _escalate(store: RedisStore, state: LimitState, st: ScopeState, evidence: dict[str, object]) -> None:
+    esc = state.policy.limits.escalation
+    before = st.counters.get((HITS, esc.period), 0)
+    if esc.enabled and st.scope.subject is not None and before + 1 >= esc.hits:
+        ESCALATOR.submit(Job(store, state.policy, st.scope.subject, st.scope.key, evidence))
+
+
+def finish_hook(store: RedisStore, pipe: redis.client.Pipeline, outcome: Outcome) -> None:
+    state = outcome.message.notes.get(NOTE)
+    if not isinstance(state, LimitState):
+        return
+    verdict = outcome.verdict
+    at_end = outcome.event.get("stage") == "eom"
+    accepted = at_end and verdict.action in (Action.ACCEPT, Action.QUARANTINE)
+    if accepted and state.committed:
+        return
+    hits = _hit_labels(verdict.findings, state)
+    msg = outcome.message
+    usage = Usage(
+        accepted=accepted,
+        recipients=list(msg.rcpts),
+        size=msg.body_size,
+        penalty=_penalty(outcome, state.policy),
+        hits=frozenset(hits),
+    )
+    queue_commit(pipe, state, usage)
+    state.hit_scopes |= hits
+    state.committed = state.committed or accepted
+    evidence = {
+        "findings": [f.as_dict() for f in verdict.findings if f.check == "limits"],
+        "ref": verdict.ref,
+    }
+    for st in state.scope_states():
+        if st.scope.label in hits:
+            _escalate(store, state, st, evidence)
+
+
+RedisStore.finish_hooks.append(finish_hook)

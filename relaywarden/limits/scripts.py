@@ -1,0 +1,71 @@
+"""The Lua scripts, loaded once per Redis and called by SHA (EVALSHA).
+
+Scripts are queued on pipelines shared with other commands, so redis-py's
+`Script` (which checks SCRIPT EXISTS before every pipeline: an extra round trip)
+is not used. Instead a pipeline is run as is; if Redis answers NOSCRIPT (after a
+restart or a failover to a replica that never saw the script) the scripts are
+loaded and the pipeline is run once more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+import redis
+from redis.exceptions import NoScriptError, ResponseError
+
+from relaywarden.store import redis_errors
+
+_SOURCES = {
+    name: resources.files("relaywarden.lua").joinpath(f"{name}.lua").read_text("utf-8")
+    for name in ("check", "commit")
+}
+SHA = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in _SOURCES.items()}
+
+PipelineBuilder = Callable[["redis.client.Pipeline"], None]
+
+
+def evalsha(pipe: redis.client.Pipeline, name: str, keys: list[str], args: list[str]) -> None:
+    pipe.evalsha(SHA[name], len(keys), *keys, *args)
+
+
+def load(client: redis.Redis) -> None:
+    for text in _SOURCES.values():
+        client.script_load(text)
+
+
+def is_noscript(result: object) -> bool:
+    return isinstance(result, NoScriptError) or (
+        isinstance(result, ResponseError) and str(result).startswith("NOSCRIPT")
+    )
+
+
+def run(client: redis.Redis, build: PipelineBuilder, what: str) -> list[Any]:
+    """Build and run one pipeline; reload the scripts and retry once on NOSCRIPT.
+
+    Replies of failed commands come back as exceptions in the list: the caller
+    decides which matter. Connection errors raise StoreError.
+    """
+    with redis_errors(what):
+        results = _execute(client, build)
+        if any(is_noscript(r) for r in results):
+            load(client)
+            results = _execute(client, build)
+    for result in results:
+        if isinstance(result, redis.RedisError):
+            raise_store(what, result)
+    return results
+
+
+def _execute(client: redis.Redis, build: PipelineBuilder) -> list[Any]:
+    pipe = client.pipeline(transaction=False)
+    build(pipe)
+    return pipe.execute(raise_on_error=False)
+
+
+def raise_store(what: str, exc: Exception) -> None:
+    with redis_errors(what):
+        raise exc

@@ -1,0 +1,107 @@
+--[==[ RelayWarden: read the rate-limit state of one group of subjects (check.lua).
+
+Called once at MAIL FROM (in the same pipeline as the block lookups) and by
+`relaywarden status`. Read-only: nothing is counted until the message has been
+decided (commit.lua), so a refused or aborted transaction costs nothing.
+
+KEYS[i]  the state hash of scope i (a VPS, a customer, a SASL login, a sender
+         or the global ceiling). All KEYS of one call share a hash tag (the
+         customer's, or the VPS's for a VPS in no inventory), so the call runs on
+         one Redis Cluster slot. The HyperLogLogs of scope i live at keys derived
+         from KEYS[i] by suffix ("KEYS[i]:U<unit><window>:<bucket>"), the same tag.
+ARGV[1]  "" to take the time from Redis TIME; else seconds since the epoch.
+         Tests inject a clock this way; production never passes one, so time
+         never mixes client and server clocks.
+ARGV[2]  JSON: {"s": [scope, ...]} in KEYS order, each scope
+           {"c": [[unit, window, nsub], ...],   counters to read
+            "u": [[unit, window], ...],         unique counts (HyperLogLog) to read
+            "m": 1}                             1: also return the meta fields
+
+Returns  {now, {scope result, ...}} with each scope result
+           {{count per "c" entry}, {count per "u" entry}, {meta values}}
+         meta = HMGET fs p pt bm br bd bt nb (first seen; penalty and its time;
+         baseline rates of messages, new recipients, new domains and their time;
+         automatic blocks so far), "" where unset. Numbers as strings.
+
+Sliding window (counters). A window W is cut into nsub sub-buckets of width
+g = W/nsub; bucket b holds what was committed during [b*g, (b+1)*g). The hash
+keeps nsub+1 slots per (unit, window) as a ring: field "<unit><W>:<b mod
+(nsub+1)>" = "<b>:<count>", so a unit never holds more than nsub+1 fields and a
+slot left from an older round is recognised by its bucket number and ignored.
+The count at time t (bucket i = floor(t/g)) is the sum of buckets i-nsub .. i,
+which is exactly what was committed during [(i-nsub)*g, t]. That interval
+contains the true window [t-W, t] and lies inside [t-W-g, t], so:
+    true count over the last W  <=  count  <=  true count over the last W+g.
+The count never under-counts: no interval of length W, at a window edge or
+anywhere else, ever admits more than the limit. The price: a sender may be
+refused up to g (W/nsub) early. The property tests check both bounds against an
+exact event log.
+
+Unique counts use the same scheme with 2 sub-buckets per window, one HyperLogLog
+per bucket, counted as the union of buckets i-2 .. i (PFCOUNT of several keys):
+at least the distinct members of the last W, at most those of the last 1.5 W,
+plus HyperLogLog's own standard error of 0.81%.
+]==]
+
+local now
+if ARGV[1] == "" then
+  local t = redis.call("TIME")
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+else
+  now = tonumber(ARGV[1])
+end
+local spec = cjson.decode(ARGV[2])
+local META = {"fs", "p", "pt", "bm", "br", "bd", "bt", "nb"}
+
+local function fmt(x)
+  return string.format("%.17g", x)
+end
+
+local function counter(key, unit, window, nsub)
+  local g = window / nsub
+  local i = math.floor(now / g)
+  local fields = {}
+  for s = 0, nsub do
+    fields[#fields + 1] = unit .. fmt(window) .. ":" .. s
+  end
+  local total = 0
+  for _, v in ipairs(redis.call("HMGET", key, unpack(fields))) do
+    if v then
+      local b, n = string.match(v, "^(%-?%d+):(%d+)$")
+      b = tonumber(b)
+      if b and b >= i - nsub and b <= i then
+        total = total + tonumber(n)
+      end
+    end
+  end
+  return total
+end
+
+local function unique(key, unit, window)
+  local g = window / 2
+  local i = math.floor(now / g)
+  local keys = {}
+  for b = i - 2, i do
+    keys[#keys + 1] = key .. ":U" .. unit .. fmt(window) .. ":" .. string.format("%d", b)
+  end
+  return redis.call("PFCOUNT", unpack(keys))
+end
+
+local out = {}
+for n, scope in ipairs(spec["s"]) do
+  local key = KEYS[n]
+  local counts, uniques, meta = {}, {}, {}
+  for _, c in ipairs(scope["c"]) do
+    counts[#counts + 1] = tostring(counter(key, c[1], c[2], c[3]))
+  end
+  for _, u in ipairs(scope["u"]) do
+    uniques[#uniques + 1] = tostring(unique(key, u[1], u[2]))
+  end
+  if scope["m"] == 1 then
+    for _, v in ipairs(redis.call("HMGET", key, unpack(META))) do
+      meta[#meta + 1] = v or ""
+    end
+  end
+  out[#out + 1] = {counts, uniques, meta}
+end
+return {fmt(now), out}

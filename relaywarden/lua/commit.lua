@@ -1,0 +1,114 @@
+--[==[ RelayWarden: count what a decided message used (commit.lua).
+
+Queued by the end-of-message hook on the same pipeline as the decision event,
+so a message costs one round trip at MAIL FROM (check.lua) and one here. The
+sliding-window layout, its error bound and the key layout are documented in
+check.lua; this script writes what that one reads.
+
+KEYS[i]  the state hash of scope i; HyperLogLogs at "KEYS[i]:U<unit><window>:<bucket>"
+         (same hash tag, see check.lua).
+ARGV[1]  "" for Redis TIME, else seconds since the epoch (an injected test clock).
+ARGV[2]  JSON: {"s": [scope, ...]} in KEYS order, each scope
+           {"c":   [[unit, window, nsub, amount], ...],  counters to add to
+            "u":   [[unit, window, [member, ...]], ...], members to add (hashed
+                                                         by the caller)
+            "ttl": seconds,     the hash's expiry, refreshed on every commit
+            "fs":  1,           record the first-seen time if there is none
+            "p":   [add, half_life],   decay the penalty, then add to it
+            "bl":  [tau, messages, r, d]}  update the baselines (moving averages
+                   of the rate, time constant tau): messages, and the members
+                   new to unique entry r and d (1-based into "u"; 0: none)
+Returns  {new members per "u" entry} (how many PFADDs changed their HyperLogLog).
+
+Baseline: an exponentially weighted rate, rate' = rate * exp(-dt/tau) + n/tau,
+in events per second; over a window of length w a VPS is expected to send
+about rate * w.
+Penalty: p' = p * 0.5^(dt/half_life) + add, so clean (or no) mail lets it decay.
+]==]
+
+local now
+if ARGV[1] == "" then
+  local t = redis.call("TIME")
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+else
+  now = tonumber(ARGV[1])
+end
+local spec = cjson.decode(ARGV[2])
+
+local function fmt(x)
+  return string.format("%.17g", x)
+end
+
+local function add(key, unit, window, nsub, amount)
+  local g = window / nsub
+  local i = math.floor(now / g)
+  local field = unit .. fmt(window) .. ":" .. (i % (nsub + 1))
+  local v = redis.call("HGET", key, field)
+  local total = amount
+  if v then
+    local b, n = string.match(v, "^(%-?%d+):(%d+)$")
+    if tonumber(b) == i then
+      total = total + tonumber(n)
+    end
+  end
+  redis.call("HSET", key, field, string.format("%d:%d", i, total))
+end
+
+local function add_members(key, unit, window, members)
+  local g = window / 2
+  local i = math.floor(now / g)
+  local hll = key .. ":U" .. unit .. fmt(window) .. ":" .. string.format("%d", i)
+  local new = 0
+  for _, m in ipairs(members) do
+    new = new + redis.call("PFADD", hll, m)
+  end
+  if #members > 0 then
+    redis.call("EXPIRE", hll, math.ceil(window + g) + 1)
+  end
+  return new
+end
+
+local function decayed(value, since, scale, halving)
+  local v = tonumber(value) or 0
+  local t = tonumber(since) or now
+  local dt = math.max(0, now - t)
+  if halving then
+    return v * math.pow(0.5, dt / scale)
+  end
+  return v * math.exp(-dt / scale)
+end
+
+local out = {}
+for n, scope in ipairs(spec["s"]) do
+  local key = KEYS[n]
+  for _, c in ipairs(scope["c"] or {}) do
+    add(key, c[1], c[2], c[3], c[4])
+  end
+  local new = {}
+  for _, u in ipairs(scope["u"] or {}) do
+    new[#new + 1] = add_members(key, u[1], u[2], u[3])
+  end
+  if scope["fs"] == 1 then
+    redis.call("HSETNX", key, "fs", fmt(now))
+  end
+  local p = scope["p"]
+  if p then
+    local cur = redis.call("HMGET", key, "p", "pt")
+    redis.call("HSET", key, "p", fmt(decayed(cur[1], cur[2], p[2], true) + p[1]), "pt", fmt(now))
+  end
+  local bl = scope["bl"]
+  if bl then
+    local tau = bl[1]
+    local cur = redis.call("HMGET", key, "bm", "br", "bd", "bt")
+    local nr = (bl[3] > 0) and new[bl[3]] or 0
+    local nd = (bl[4] > 0) and new[bl[4]] or 0
+    redis.call("HSET", key,
+      "bm", fmt(decayed(cur[1], cur[4], tau, false) + bl[2] / tau),
+      "br", fmt(decayed(cur[2], cur[4], tau, false) + nr / tau),
+      "bd", fmt(decayed(cur[3], cur[4], tau, false) + nd / tau),
+      "bt", fmt(now))
+  end
+  redis.call("EXPIRE", key, scope["ttl"])
+  out[#out + 1] = new
+end
+return out

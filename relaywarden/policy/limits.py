@@ -1,0 +1,220 @@
+"""Plans, rate limits, warm-up, adaptive limits, bursts and escalation: the policy
+keys of the rate-limit feature (`[plans.NAME]`, `[limits]`, `[[limits.overrides]]`)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+from relaywarden.policy.durations import format_duration, parse_duration
+from relaywarden.policy.types import Duration, Section, SubjectField
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\S+)\s*$")
+UNITS = ("messages", "recipients", "bytes", "unique_recipients", "unique_domains")
+Unit = Literal["messages", "recipients", "bytes", "unique_recipients", "unique_domains"]
+ScopeKind = Literal["vps", "customer", "user", "sender"]
+# A window longer than this would keep counters for weeks: not a rate any more.
+MAX_WINDOW = 31 * 86400.0
+
+
+class Rate(tuple[int, float]):
+    """`"30/1m"`: at most 30 in any sliding minute. (limit, window seconds)."""
+
+    __slots__ = ()
+
+    @property
+    def limit(self) -> int:
+        return self[0]
+
+    @property
+    def window(self) -> float:
+        return self[1]
+
+    def __str__(self) -> str:
+        return f"{self.limit}/{format_duration(self.window)}"
+
+
+def parse_rate(value: object) -> Rate:
+    if isinstance(value, Rate):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("a rate is a string like '30/1m', '500/1h' or '2000/1d'")
+    match = _RATE.match(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a rate; write COUNT/WINDOW, e.g. '30/1m' or '500/1h'")
+    window = parse_duration(match.group(2))
+    if not 1 <= window <= MAX_WINDOW:
+        raise ValueError(f"{value!r}: the window must be between 1s and 31d")
+    return Rate((int(match.group(1)), window))
+
+
+RateField = Annotated[Rate, BeforeValidator(parse_rate)]
+
+
+class Limits(Section):
+    """Rates per unit for one scope. An empty list: no limit on that unit."""
+
+    messages: list[RateField] = Field(default_factory=list)
+    recipients: list[RateField] = Field(default_factory=list)
+    bytes: list[RateField] = Field(default_factory=list)
+    unique_recipients: list[RateField] = Field(default_factory=list)
+    unique_domains: list[RateField] = Field(default_factory=list)
+
+    @field_validator(*UNITS)
+    @classmethod
+    def _distinct_windows(cls, value: list[Rate]) -> list[Rate]:
+        windows = [r.window for r in value]
+        if len(set(windows)) != len(windows):
+            raise ValueError("two rates with the same window: keep the lower one")
+        return value
+
+    def rates(self) -> list[tuple[str, Rate]]:
+        return [(unit, rate) for unit in UNITS for rate in getattr(self, unit)]
+
+    def overlay(self, other: Limits) -> Limits:
+        """These limits with every unit `other` sets replaced by `other`'s rates."""
+        return self.model_copy(update={u: getattr(other, u) for u in other.model_fields_set})
+
+
+class Plan(Limits):
+    """The top-level units limit each VPS; the sub-tables the customer's whole
+    traffic, each SASL login and each envelope sender (absent: no limit there)."""
+
+    customer: Limits | None = None
+    user: Limits | None = None
+    sender: Limits | None = None
+
+    def for_scope(self, kind: ScopeKind) -> Limits | None:
+        if kind == "vps":
+            return Limits(**{u: getattr(self, u) for u in UNITS})
+        return getattr(self, kind)  # type: ignore[no-any-return]
+
+
+# A VPS no inventory knows gets this unless the policy defines `[plans.default]`:
+# low, because nobody vouches for it.
+BUILTIN_DEFAULT = Plan(
+    messages=[parse_rate("10/1m"), parse_rate("100/1h"), parse_rate("500/1d")],
+    recipients=[parse_rate("50/1m"), parse_rate("500/1h")],
+    unique_recipients=[parse_rate("300/1h")],
+)
+
+
+class WarmupSection(Section):
+    # Off by default: on the day RelayWarden is deployed every VPS is "new".
+    period: Duration = 0.0
+    start_fraction: float = Field(default=0.25, gt=0, le=1)
+
+
+class AdaptiveSection(Section):
+    enabled: bool = True
+    # Each quarantined / rejected message of a VPS adds this much penalty ...
+    quarantine_penalty: float = Field(default=1.0, ge=0)
+    reject_penalty: float = Field(default=2.0, ge=0)
+    # ... which halves every `half_life` of clean (or no) mail.
+    half_life: Duration = 21600.0
+    # Limits shrink by this fraction per point of penalty, never below min_factor.
+    shrink: float = Field(default=0.1, ge=0, le=1)
+    min_factor: float = Field(default=0.25, gt=0, le=1)
+
+
+class BurstSection(Section):
+    enabled: bool = True
+    window: Duration = 600.0
+    # The baseline is a moving average of the VPS's own rate, time constant:
+    baseline_period: Duration = 86400.0
+    # A burst: more than `factor` times the baseline over `window`, and more than `floor`.
+    factor: float = Field(default=5.0, ge=1)
+    floor: int = Field(default=50, ge=1)
+    unique_recipients_floor: int = Field(default=100, ge=1)
+    unique_domains_floor: int = Field(default=30, ge=1)
+    # Each burst finding adds this to the message's score (5 quarantines by default).
+    score: float = 5.0
+
+
+class WebhookSection(Section):
+    url: str = ""
+    timeout: Duration = 5.0
+    attempts: int = Field(default=5, ge=1, le=20)
+    backoff: Duration = 1.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("an http:// or https:// URL, or empty")
+        return value
+
+
+class EscalationSection(Section):
+    enabled: bool = True
+    # This many limit hits (or bursts) within `period` block the subject ...
+    hits: int = Field(default=10, ge=1)
+    period: Duration = 3600.0
+    # ... for `block_for`, times `growth` for every earlier automatic block within
+    # `memory`, at most `max_block`.
+    block_for: Duration = 3600.0
+    growth: float = Field(default=4.0, ge=1)
+    max_block: Duration = 7 * 86400.0
+    memory: Duration = 30 * 86400.0
+    action: Literal["reject", "tempfail"] = "reject"
+    webhook: WebhookSection = WebhookSection()
+
+
+class InventorySection(Section):
+    # A large inventory: a .csv (id,plan,networks,sasl_users,domains; lists
+    # space-separated) or a .toml with [[customers]], relative to the policy file.
+    file: str = ""
+    # How often a milter re-reads the runtime overrides (`relaywarden inventory set`).
+    refresh: Duration = 10.0
+
+
+class Override(Section):
+    subject: SubjectField
+    plan: str = ""
+    limits: Limits = Limits()
+
+    @field_validator("subject")
+    @classmethod
+    def _kind(cls, value: SubjectField) -> SubjectField:
+        if value.kind not in ("vps", "customer"):
+            raise ValueError("an override is for a 'vps:' or a 'customer:' subject")
+        return value
+
+
+class LimitsSection(Section):
+    enabled: bool = True
+    # Limits over every customer and VPS together: a ceiling for the whole relay.
+    global_: Limits = Field(default=Limits(), alias="global")
+    warmup: WarmupSection = WarmupSection()
+    adaptive: AdaptiveSection = AdaptiveSection()
+    burst: BurstSection = BurstSection()
+    escalation: EscalationSection = EscalationSection()
+    inventory: InventorySection = InventorySection()
+    overrides: list[Override] = Field(default_factory=list)
+
+    model_config = {**Section.model_config, "populate_by_name": True}
+
+    @model_validator(mode="after")
+    def _unique_overrides(self) -> LimitsSection:
+        subjects = [str(o.subject) for o in self.overrides]
+        if len(set(subjects)) != len(subjects):
+            raise ValueError("a subject has two overrides")
+        return self
+
+
+def plan_named(plans: dict[str, Plan], name: str) -> Plan | None:
+    if name in plans:
+        return plans[name]
+    return BUILTIN_DEFAULT if name == "default" else None
+
+
+def check_plans(plans: dict[str, Plan], limits: LimitsSection, used: list[str]) -> None:
+    """Every plan a customer or an override names exists (`default` always does)."""
+    named = [*used, *(o.plan for o in limits.overrides if o.plan)]
+    missing = sorted({p for p in named if plan_named(plans, p) is None})
+    if missing:
+        raise ValueError(
+            f"unknown plan {', '.join(map(repr, missing))}; define it under [plans.NAME]"
+        )
