@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from relaywarden.identity import Inventory
+from relaywarden.limits.inventory import build_inventory
 from relaywarden.policy import Policy, PolicyError, load_policy
 from relaywarden.store import RedisStore, connect
 
@@ -50,7 +51,10 @@ class Runtime:
     @classmethod
     def start(cls, policy_path: Path | None, overrides: Overrides) -> Runtime:
         policy = overrides.apply(load_policy(policy_path))
-        return cls(policy_path, overrides, policy, _store_for(policy), Inventory(policy.customers))
+        store = _store_for(policy)
+        return cls(
+            policy_path, overrides, policy, store, build_inventory(policy, policy_path, store)
+        )
 
     def reload(self) -> bool:
         """Load the policy file again; keep the old one in force if the new one is bad."""
@@ -61,9 +65,15 @@ class Runtime:
                 for line in exc.errors:
                     log.error("policy reload refused, old policy stays in force: %s", line)
                 return False
-            if policy.redis != self.policy.redis:
-                self.store = _store_for(policy)
-            self.inventory = Inventory(policy.customers)
+            try:
+                store = _store_for(policy) if policy.redis != self.policy.redis else self.store
+                inventory = build_inventory(policy, self.policy_path, store)
+            except PolicyError as exc:  # the inventory file it names is bad
+                for line in exc.errors:
+                    log.error("policy reload refused, old policy stays in force: %s", line)
+                return False
+            getattr(self.inventory, "close", lambda: None)()
+            self.store, self.inventory = store, inventory
             self.policy = policy
             log.info("policy reloaded from %s", self.policy_path or "embedded defaults")
             return True

@@ -10,6 +10,7 @@ from relaywarden.policy import PolicyError, policy_from_dict
 
 POLICY = policy_from_dict(
     {
+        "plans": {"small": {"messages": ["5/1m"]}, "large": {"messages": ["500/1m"]}},
         "customers": [
             {
                 "id": "cust-42",

@@ -13,7 +13,12 @@ app = typer.Typer(
 )
 
 # Imported for their side effect of registering commands on `app`.
-from relaywarden.cli import config, demo, run  # noqa: E402,F401
+from relaywarden.cli import (  # noqa: E402,F401
+    config,
+    demo,
+    limits,
+    run,
+)
 
 
 def main() -> None:

@@ -56,10 +56,7 @@ def escalate(job: Job, now: float | None = None) -> dict[str, Any] | None:
     except Exception as exc:
         raise StoreError(f"redis escalation count: {exc}") from exc
     duration = block_duration(job.policy, int(count) - 1)
-    reason = (
-        f"automatic: {esc.hits} rate-limit hits or bursts within "
-        f"{format_duration(esc.period)}"
-    )
+    reason = f"automatic: {esc.hits} rate-limit hits or bursts within {format_duration(esc.period)}"
     record = blocking.block(
         store,
         job.subject,

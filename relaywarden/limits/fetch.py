@@ -75,7 +75,9 @@ def _spec_read(reads: list[Read], meta: list[bool]) -> str:
     )
 
 
-def _queue_check(pipe: redis.client.Pipeline, scopes: list[Scope], reads: list[Read], clock: str) -> None:
+def _queue_check(
+    pipe: redis.client.Pipeline, scopes: list[Scope], reads: list[Read], clock: str
+) -> None:
     spec = _spec_read(reads, [s.meta for s in scopes])
     scripts.evalsha(pipe, "check", [s.key for s in scopes], [clock, spec])
 
@@ -183,11 +185,11 @@ def _scope_commit(st: ScopeState, usage: Usage, policy: Policy) -> dict[str, Any
         amount = hit if code == HITS else amounts.get(code, 0)
         if amount:
             counters.append([code, window, NSUB, amount])
-    uniques = []
+    uniques: list[tuple[str, float, list[str]]] = []
     domains = [r.rsplit("@", 1)[-1] for r in usage.recipients]
     for code, window in st.uniques:
         values = usage.recipients if code == "R" else domains
-        uniques.append([code, window, _members(values) if usage.accepted else []])
+        uniques.append((code, window, _members(values) if usage.accepted else []))
     spec: dict[str, Any] = {"c": counters, "u": uniques, "ttl": _ttl(st.scope, policy)}
     if st.scope.meta:
         if usage.accepted:
@@ -196,7 +198,12 @@ def _scope_commit(st: ScopeState, usage: Usage, policy: Policy) -> dict[str, Any
             if burst.enabled:
                 index = {u[0] + str(u[1]): n + 1 for n, u in enumerate(uniques)}
                 w = str(burst.window)
-                spec["bl"] = [burst.baseline_period, 1, index.get("R" + w, 0), index.get("D" + w, 0)]
+                spec["bl"] = [
+                    burst.baseline_period,
+                    1,
+                    index.get("R" + w, 0),
+                    index.get("D" + w, 0),
+                ]
         if usage.penalty > 0:
             spec["p"] = [usage.penalty, policy.limits.adaptive.half_life]
     if not counters and not any(u[2] for u in uniques) and not {"fs", "p", "bl"} & set(spec):

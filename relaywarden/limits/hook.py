@@ -13,15 +13,16 @@ from relaywarden.store import Outcome, RedisStore
 from relaywarden.verdict import Action, Finding
 
 NOTE = "limits"
-# Findings that are the limits' own doing, or a block: neither says anything new
-# about the quality of the mail, so neither shrinks the limits further.
-_NOT_FEEDBACK = ("limits", "blocks")
+
+def _is_feedback(finding: Finding) -> bool:
+    """A rate-limit hit or a block says nothing new about the mail's quality."""
+    return finding.check != "blocks" and finding.name != "rate-limit"
 
 
 def _penalty(outcome: Outcome, policy: Policy) -> float:
     verdict = outcome.verdict
     cfg = policy.limits.adaptive
-    if not cfg.enabled or not any(f.check not in _NOT_FEEDBACK for f in verdict.findings):
+    if not cfg.enabled or not any(_is_feedback(f) for f in verdict.findings):
         return 0.0
     if verdict.action == Action.REJECT:
         return cfg.reject_penalty
@@ -31,7 +32,9 @@ def _penalty(outcome: Outcome, policy: Policy) -> float:
 
 
 def _hit_labels(findings: tuple[Finding, ...], state: LimitState) -> set[str]:
-    labels = set()
+    labels: set[str] = set()
+    if any(f.check == "blocks" for f in findings):
+        return labels  # a blocked sender's retries are the block working, not new hits
     for f in findings:
         if f.check != "limits":
             continue
@@ -43,7 +46,9 @@ def _hit_labels(findings: tuple[Finding, ...], state: LimitState) -> set[str]:
     return labels - state.hit_scopes
 
 
-def _escalate(store: RedisStore, state: LimitState, st: ScopeState, evidence: dict[str, object]) -> None:
+def _escalate(
+    store: RedisStore, state: LimitState, st: ScopeState, evidence: dict[str, object]
+) -> None:
     esc = state.policy.limits.escalation
     before = st.counters.get((HITS, esc.period), 0)
     if esc.enabled and st.scope.subject is not None and before + 1 >= esc.hits:
@@ -71,7 +76,7 @@ def finish_hook(store: RedisStore, pipe: redis.client.Pipeline, outcome: Outcome
     queue_commit(pipe, state, usage)
     state.hit_scopes |= hits
     state.committed = state.committed or accepted
-    evidence = {
+    evidence: dict[str, object] = {
         "findings": [f.as_dict() for f in verdict.findings if f.check == "limits"],
         "ref": verdict.ref,
     }

@@ -25,6 +25,8 @@ CODE = {
 }
 HITS = "h"
 UNIQUE_UNITS = ("unique_recipients", "unique_domains")
+# A decayed penalty below this is history: the limits are back to the full plan.
+FORGOTTEN = 0.01
 META_FIELDS = ("fs", "p", "pt", "bm", "br", "bd", "bt", "nb")
 
 
@@ -189,7 +191,8 @@ def decayed_penalty(meta: Meta, half_life: float, now: float) -> float:
     if meta.penalty <= 0:
         return 0.0
     dt = max(0.0, now - (meta.penalty_time or now))
-    return meta.penalty * 0.5 ** (dt / half_life)
+    left = float(meta.penalty * 0.5 ** (dt / half_life))
+    return left if left >= FORGOTTEN else 0.0
 
 
 def effective(rate: Rate, factor: float) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from relaywarden.policy.durations import format_duration, parse_duration
 from relaywarden.policy.types import Duration, Section, SubjectField
@@ -194,7 +194,9 @@ class LimitsSection(Section):
     inventory: InventorySection = InventorySection()
     overrides: list[Override] = Field(default_factory=list)
 
-    model_config = {**Section.model_config, "populate_by_name": True}
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, arbitrary_types_allowed=True, populate_by_name=True
+    )
 
     @model_validator(mode="after")
     def _unique_overrides(self) -> LimitsSection:

@@ -1,0 +1,296 @@
+"""`relaywarden block|unblock|status|reset` and `relaywarden inventory set|remove|show`:
+the abuse team's and the provider tooling's hands on limits, blocks and customers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from relaywarden.cli import app
+from relaywarden.cli.run import ConfigOption
+
+RedisOption = Annotated[str | None, typer.Option(help="Redis URL, overrides [redis] url.")]
+AsOption = Annotated[str | None, typer.Option("--as", help="Your name in the audit trail.")]
+SubjectArg = Annotated[
+    str, typer.Argument(help="vps:ADDR, customer:ID, user:LOGIN or sender:ADDRESS")
+]
+
+inventory_app = typer.Typer(
+    help="Runtime inventory overrides in Redis (seen by milters within [limits.inventory] refresh).",
+    no_args_is_help=True,
+)
+app.add_typer(inventory_app, name="inventory")
+
+
+def _fail(text: str) -> typer.Exit:
+    typer.echo(text, err=True)
+    return typer.Exit(1)
+
+
+def _open(config: Path | None, redis_url: str | None) -> tuple[Any, Any, Any]:
+    """The policy, a store on its Redis, and the inventory (policy, file and overrides)."""
+    from relaywarden.errors import StoreError
+    from relaywarden.limits.inventory import (
+        IndexedInventory,
+        base_customers,
+        merged,
+        read_overrides,
+    )
+    from relaywarden.policy import PolicyError, load_policy
+    from relaywarden.runtime import Overrides, _store_for
+
+    try:
+        policy = Overrides(redis_url=redis_url).apply(load_policy(config))
+        store = _store_for(policy)
+        base = base_customers(policy, config)
+        overrides = read_overrides(store)
+    except PolicyError as exc:
+        raise _fail("\n".join(exc.errors)) from None
+    except StoreError as exc:
+        raise _fail(f"cannot reach Redis: {exc}") from None
+    return policy, store, IndexedInventory(merged(base, overrides))
+
+
+def _subject(text: str, policy: Any) -> Any:
+    from relaywarden.limits.status import normalise
+    from relaywarden.subjects import SubjectError, parse_subject
+
+    try:
+        return normalise(parse_subject(text), policy)
+    except SubjectError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _guard(action: Any) -> Any:
+    """Run a store action; a Redis failure is one line, not a traceback."""
+    from relaywarden.errors import StoreError
+
+    try:
+        return action()
+    except StoreError as exc:
+        raise _fail(f"Redis failed: {exc}") from None
+
+
+@app.command()
+def block(
+    subject: SubjectArg,
+    for_: Annotated[str, typer.Option("--for", help="How long: 30m, 2h, 7d; 'ever' until lifted.")],
+    reason: Annotated[str, typer.Option(help="Why; shown to the sender in the SMTP reply.")],
+    action: Annotated[
+        str, typer.Option(help="reject, tempfail, quarantine or discard.")
+    ] = "reject",
+    as_: AsOption = None,
+    config: ConfigOption = None,
+    redis_url: RedisOption = None,
+) -> None:
+    """Block SUBJECT at MAIL FROM (audited)."""
+    from relaywarden import blocking
+    from relaywarden.audit import cli_actor
+    from relaywarden.policy.durations import parse_duration
+
+    policy, store, _ = _open(config, redis_url)
+    target = _subject(subject, policy)
+    try:
+        duration = None if for_ == "ever" else parse_duration(for_)
+        record = _guard(
+            lambda: blocking.block(
+                store, target, actor=cli_actor(as_), reason=reason, duration=duration, action=action
+            )
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    until = "until lifted" if record.until is None else f"until {_utc(record.until)}"
+    typer.echo(f"blocked {target} ({record.action}) {until}")
+
+
+@app.command()
+def unblock(
+    subject: SubjectArg,
+    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "",
+    as_: AsOption = None,
+    config: ConfigOption = None,
+    redis_url: RedisOption = None,
+) -> None:
+    """Lift a block on SUBJECT (audited)."""
+    from relaywarden import blocking
+    from relaywarden.audit import cli_actor
+
+    policy, store, _ = _open(config, redis_url)
+    target = _subject(subject, policy)
+    removed = _guard(lambda: blocking.unblock(store, target, actor=cli_actor(as_), reason=reason))
+    typer.echo(f"unblocked {target}" if removed else f"{target} was not blocked")
+
+
+@app.command()
+def status(
+    subject: SubjectArg,
+    json_: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    config: ConfigOption = None,
+    redis_url: RedisOption = None,
+) -> None:
+    """Counters per window, effective limits and why, warm-up, baseline, blocks, recent decisions."""
+    from relaywarden.limits.status import subject_status
+
+    policy, store, inventory = _open(config, redis_url)
+    target = _subject(subject, policy)
+    report = _guard(lambda: subject_status(store, policy, target, inventory))
+    typer.echo(json.dumps(report, indent=2, default=str) if json_ else _text(report))
+
+
+@app.command()
+def reset(
+    subject: SubjectArg,
+    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "",
+    as_: AsOption = None,
+    config: ConfigOption = None,
+    redis_url: RedisOption = None,
+) -> None:
+    """Clear SUBJECT's counters, warm-up, baseline and penalty (audited)."""
+    from relaywarden import audit
+    from relaywarden.limits.status import reset_keys, scope_of, sender_for
+
+    policy, store, inventory = _open(config, redis_url)
+    target = _subject(subject, policy)
+    scope = scope_of(target, policy, sender_for(target, policy, inventory))
+    removed = _guard(lambda: reset_keys(store, scope))
+    entry = audit.AuditEntry(
+        actor=audit.cli_actor(as_),
+        action="reset",
+        target=str(target),
+        reason=reason[:200],
+        details={"keys_removed": removed},
+    )
+    _guard(lambda: audit.record(store, entry))
+    typer.echo(f"reset {target} ({removed} keys removed)")
+
+
+@inventory_app.command("set")
+def inventory_set(
+    customer_id: Annotated[str, typer.Argument(metavar="ID")],
+    plan: Annotated[str, typer.Option(help="Plan name ([plans.NAME] or 'default').")] = "default",
+    network: Annotated[list[str] | None, typer.Option(help="CIDR; repeat for several.")] = None,
+    sasl_user: Annotated[list[str] | None, typer.Option(help="SASL login; repeatable.")] = None,
+    domain: Annotated[list[str] | None, typer.Option(help="Owned domain; repeatable.")] = None,
+    as_: AsOption = None,
+    config: ConfigOption = None,
+    redis_url: RedisOption = None,
+) -> None:
+    """Add or replace customer ID in the runtime overrides."""
+    from pydantic import ValidationError
+
+    from relaywarden import audit
+    from relaywarden.limits.inventory import overrides_key
+    from relaywarden.policy.inventory import CustomerEntry
+    from relaywarden.policy.limits import plan_named
+
+    policy, store, _ = _open(config, redis_url)
+    try:
+        entry = CustomerEntry(
+            id=customer_id,
+            plan=plan,
+            networks=network or [],
+            sasl_users=sasl_user or [],
+            domains=domain or [],
+        )
+    except ValidationError as exc:
+        raise _fail(
+            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        ) from None
+    if plan_named(policy.plans, plan) is None:
+        raise _fail(
+            f"unknown plan {plan!r}; the policy defines: {', '.join(sorted(policy.plans)) or 'none'}"
+        )
+    _guard(lambda: store.client.hset(overrides_key(store), entry.id, entry.model_dump_json()))
+    details = entry.model_dump()
+    _guard(
+        lambda: audit.record(
+            store,
+            audit.AuditEntry(
+                audit.cli_actor(as_), "inventory-set", f"customer:{entry.id}", details=details
+            ),
+        )
+    )
+    typer.echo(
+        f"customer {entry.id} set (milters see it within {policy.limits.inventory.refresh:g}s)"
+    )
+
+
+@inventory_app.command("remove")
+def inventory_remove(
+    customer_id: Annotated[str, typer.Argument(metavar="ID")],
+    as_: AsOption = None,
+    config: ConfigOption = None,
+    redis_url: RedisOption = None,
+) -> None:
+    """Remove customer ID from the runtime overrides (the policy's or file's entry, if any, applies again)."""
+    from relaywarden import audit
+    from relaywarden.limits.inventory import overrides_key
+
+    _, store, _ = _open(config, redis_url)
+    removed = _guard(lambda: store.client.hdel(overrides_key(store), customer_id))
+    _guard(
+        lambda: audit.record(
+            store,
+            audit.AuditEntry(audit.cli_actor(as_), "inventory-remove", f"customer:{customer_id}"),
+        )
+    )
+    if not removed:
+        raise _fail(f"customer {customer_id} has no runtime override")
+    typer.echo(f"customer {customer_id} removed from the overrides")
+
+
+@inventory_app.command("show")
+def inventory_show(
+    customer_id: Annotated[str | None, typer.Argument(metavar="[ID]")] = None,
+    config: ConfigOption = None,
+    redis_url: RedisOption = None,
+) -> None:
+    """Print the inventory in force (policy, file and overrides) as JSON: one customer or all."""
+    from relaywarden.limits.inventory import read_overrides
+
+    _, store, inventory = _open(config, redis_url)
+    overridden = set(_guard(lambda: read_overrides(store)))
+    rows = [
+        {**c.model_dump(), "source": "override" if c.id in overridden else "policy"}
+        for c in inventory.customers.values()
+        if customer_id is None or c.id == customer_id
+    ]
+    if customer_id is not None and not rows:
+        raise _fail(f"no customer {customer_id}")
+    typer.echo(json.dumps(rows[0] if customer_id else rows, indent=2))
+
+
+def _utc(epoch: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(epoch))
+
+
+def _text(report: dict[str, Any]) -> str:
+    lines = [f"{report['subject']}  customer={report['customer'] or '-'}  plan={report['plan']}"]
+    eff = report.get("effective")
+    if eff:
+        lines.append(f"effective limits: {eff['factor']:.0%} of the plan ({'; '.join(eff['why'])})")
+        warm = report["warmup"]
+        lines.append(f"first seen: {_utc(warm['first_seen']) if warm['first_seen'] else 'never'}")
+        base = report["baseline_per_hour"]
+        lines.append(
+            f"baseline per hour: {base['messages']} messages, {base['new_recipients']} new recipients, {base['new_domains']} new domains"
+        )
+    for w in report["windows"]:
+        lines.append(
+            f"  {w['unit']:<18} {w['count']:>8} / {w['limit']:<8} per {w['window']:g}s (plan {w['plan_limit']})"
+        )
+    hits = report["limit_hits"]
+    lines.append(
+        f"limit hits: {hits['count']} in the last {hits['period']:g}s (block at {hits['block_after']}); automatic blocks so far: {report['automatic_blocks']}"
+    )
+    for b in report["blocks"]:
+        until = "until lifted" if b["until"] is None else f"until {_utc(b['until'])}"
+        lines.append(f"BLOCKED ({b['action']}) by {b['set_by']} {until}: {b['reason']}")
+    for d in report["recent_decisions"]:
+        lines.append(f"  {d['ref']} {d['stage']} {d['action']} {d['reply'] or ''}")
+    return "\n".join(lines)

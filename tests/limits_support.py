@@ -1,0 +1,70 @@
+"""Helpers shared by the rate-limit tests: a real redis-server and a way to drive
+the engine through whole transactions the way the milter adapter does."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+from relaywarden import engine
+from relaywarden.checks import Stage
+from relaywarden.decisionlog import decision_fields
+from relaywarden.errors import StoreError
+from relaywarden.identity import Inventory, identify
+from relaywarden.message import Message, normalise_ip
+from relaywarden.policy import Policy
+from relaywarden.store import Outcome, RedisStore
+from relaywarden.verdict import Action, Verdict
+
+
+@dataclass
+class Result:
+    stage: Stage
+    verdict: Verdict
+    refused_rcpts: list[str] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> bool:
+        return self.stage == Stage.EOM and self.verdict.action in (Action.ACCEPT, Action.QUARANTINE)
+
+
+def transaction(
+    store: RedisStore,
+    policy: Policy,
+    *,
+    client: str = "203.0.113.7",
+    mail_from: str = "orders@shop.example",
+    rcpts: tuple[str, ...] = ("a@example.org",),
+    login: str = "",
+    size: int = 1000,
+) -> Result:
+    """MAIL, each RCPT, EOM through engine.decide, recording like the adapter does."""
+    msg = Message(client_address=normalise_ip(client), sasl_user=login, mail_from=mail_from)
+    sender = identify(msg, Inventory(policy.customers), policy.identity.ipv6_prefix)
+
+    def record(verdict: Verdict, stage: Stage) -> None:
+        fields = decision_fields(msg, sender, verdict, stage, 0.0, True)
+        with contextlib.suppress(StoreError):  # as in the adapter: a record, not a gate
+            store.finish(Outcome(msg, sender, verdict, fields))
+
+    verdict = engine.decide(msg, sender, policy, store, stage=Stage.MAIL)
+    if verdict.action not in (Action.ACCEPT, Action.QUARANTINE):
+        record(verdict, Stage.MAIL)
+        return Result(Stage.MAIL, verdict)
+    carried = list(verdict.findings) if verdict.action == Action.QUARANTINE else []
+    refused = []
+    for rcpt in rcpts:
+        v = engine.decide(msg, sender, policy, store, stage=Stage.RCPT, rcpt=rcpt)
+        if v.action in (Action.ACCEPT, Action.QUARANTINE):
+            msg.add_rcpt(rcpt)
+        else:
+            record(v, Stage.RCPT)
+            refused.append(rcpt)
+    if not msg.rcpts:  # Postfix ends a transaction with no recipient before DATA
+        return Result(Stage.RCPT, v, refused)
+    msg.body_size = size
+    verdict = engine.decide(msg, sender, policy, store, stage=Stage.EOM)
+    if carried:
+        verdict = engine.combine([*carried, *verdict.findings], policy, verdict.ref)
+    record(verdict, Stage.EOM)
+    return Result(Stage.EOM, verdict, refused)
