@@ -297,3 +297,12 @@ def test_indexed_inventory_agrees_with_the_plain_scan(v4: int, v6tail: int) -> N
     for address in (ipaddress.IPv4Address(v4), ipaddress.IPv4Address(v4 ^ 1),
                     ipaddress.IPv6Address(f"2001:db8:42::{v6tail:x}"), ipaddress.IPv6Address(f"2001:db8:7::{v6tail:x}")):
         assert indexed.lookup(address, "") == plain.lookup(address, "")
+
+
+def test_scripts_are_reloaded_after_a_flush(store: RedisStore) -> None:
+    pol = policy()
+    assert transaction(store, pol).accepted
+    store.client.script_flush()
+    assert transaction(store, pol).accepted  # NOSCRIPT at MAIL FROM: loaded, retried once
+    status = subject_status(store, pol, parse_subject("vps:203.0.113.7"), Inventory(pol.customers))
+    assert next(w["count"] for w in status["windows"] if w["window"] == 60 and w["unit"] == "messages") == 2
