@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate, make_msgid
@@ -60,6 +61,7 @@ def run_demo(
             )
             outcomes.append(stack.fate(result))
         echo(table(cases, outcomes))
+        echo(burst_table(run_burst(stack)))
     echo("\nAll demo processes stopped.")
     return outcomes
 
@@ -76,4 +78,38 @@ def table(cases: list[Case], outcomes: list[Outcome]) -> str:
         )
         if n == 0:
             lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 10)
+    return "\n".join(lines)
+
+
+# A burst: one VPS of plan "small" (5 messages a minute) blasts while two other
+# customers' VPSes go on sending, interleaved, in the same minute.
+BLASTER = Case("VPS blasting a list", "news@cafe.example", "198.51.100.50")
+NEIGHBOURS = [
+    Case("another customer's shop", "orders@shop.example", "198.51.100.51"),
+    Case("a bakery's receipts", "receipts@bakery.example", "198.51.100.52"),
+]
+BURST_ROUNDS = 10
+
+
+def run_burst(stack: Stack, rounds: int = BURST_ROUNDS) -> dict[str, Counter[str]]:
+    """Each round the blaster sends two messages and each neighbour one; tally fates."""
+    tally: dict[str, Counter[str]] = {c.label: Counter() for c in [BLASTER, *NEIGHBOURS]}
+    for n in range(rounds):
+        for case in [BLASTER, BLASTER, *NEIGHBOURS]:
+            rcpt = f"list{n}@example.org" if case is BLASTER else "customer@example.org"
+            result = stack.send(
+                case.mail_from,
+                [rcpt],
+                compose(case.mail_from, case.label, rcpt),
+                client=case.client,
+            )
+            tally[case.label][stack.fate(result).fate] += 1
+    return tally
+
+
+def burst_table(tally: dict[str, Counter[str]]) -> str:
+    lines = ["", "A burst from one VPS, while others keep sending (limit: 5 messages a minute):"]
+    for label, fates in tally.items():
+        summary = ", ".join(f"{count} {fate}" for fate, count in sorted(fates.items()))
+        lines.append(f"  {label:<26} {summary}")
     return "\n".join(lines)

@@ -97,7 +97,9 @@ def _start(tmp: Path, text: str) -> Stack:
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Stack]:
-    text = PLANS + f"""
+    text = (
+        PLANS
+        + f"""
 [limits.escalation]
 hits = 4
 block_for = "1h"
@@ -107,6 +109,7 @@ url = "{receiver.url}"
 attempts = 3
 backoff = "100ms"
 """
+    )
     stack = _start(tmp_path_factory.mktemp("limited"), text)
     yield stack
     stack.stop()
@@ -120,7 +123,9 @@ def warming(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack.stop()
 
 
-def fates(stack: Stack, count: int, client: str, mail_from: str = "orders@shop.example") -> list[str]:
+def fates(
+    stack: Stack, count: int, client: str, mail_from: str = "orders@shop.example"
+) -> list[str]:
     out = []
     for n in range(count):
         result = stack.send(mail_from, RCPT, message(mail_from, f"note {n}"), client=client)
@@ -133,8 +138,16 @@ def fates(stack: Stack, count: int, client: str, mail_from: str = "orders@shop.e
 
 def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    argv = [sys.executable, "-m", "relaywarden", *args, "--config", str(stack.policy),
-            "--redis-url", stack.redis_url]
+    argv = [
+        sys.executable,
+        "-m",
+        "relaywarden",
+        *args,
+        "--config",
+        str(stack.policy),
+        "--redis-url",
+        stack.redis_url,
+    ]
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False)
 
 
@@ -158,7 +171,9 @@ def test_addresses_in_one_ipv6_64_share_counters(limited: Stack) -> None:
 
 def test_repeated_hits_block_notify_and_unblock(limited: Stack, receiver: Receiver) -> None:
     vps = "vps:198.51.100.30"
-    assert fates(limited, 5, "198.51.100.30", "x@bakery.example") == ["delivered"] + ["tempfailed"] * 4
+    assert (
+        fates(limited, 5, "198.51.100.30", "x@bakery.example") == ["delivered"] + ["tempfailed"] * 4
+    )
     store = RedisStore(redis.Redis.from_url(limited.redis_url), "rw")
     poll_until(lambda: bool(store.blocks_for([parse_subject(vps)])), 30, "the automatic block")
     poll_until(lambda: any(n["subject"] == vps for n in receiver.notices), 30, "the webhook")
@@ -166,7 +181,9 @@ def test_repeated_hits_block_notify_and_unblock(limited: Stack, receiver: Receiv
     assert notice["duration"] == "1h" and f"relaywarden unblock {vps}" in notice["unblock"]
     assert notice["evidence"]["findings"][0]["evidence"]["unit"] == "messages"
 
-    result = limited.send("x@bakery.example", RCPT, message("x@bakery.example"), client="198.51.100.30")
+    result = limited.send(
+        "x@bakery.example", RCPT, message("x@bakery.example"), client="198.51.100.30"
+    )
     assert (result.code, result.enhanced) == (550, "5.7.1")
     status = json.loads(cli(limited, "status", vps, "--json").stdout)
     assert status["blocks"][0]["set_by"] == "relaywarden" and status["automatic_blocks"] == 1
@@ -179,10 +196,13 @@ def test_repeated_hits_block_notify_and_unblock(limited: Stack, receiver: Receiv
 
 
 def test_manual_block_by_cli_refuses_at_mail_from(limited: Stack) -> None:
-    done = cli(limited, "block", "user:alice", "--for", "2h", "--reason", "phishing kit", "--as", "eve")
+    done = cli(
+        limited, "block", "user:alice", "--for", "2h", "--reason", "phishing kit", "--as", "eve"
+    )
     assert done.returncode == 0, done.stderr
-    result = limited.send("a@shop.example", RCPT, message("a@shop.example"), client="198.51.100.77",
-                          login="alice")
+    result = limited.send(
+        "a@shop.example", RCPT, message("a@shop.example"), client="198.51.100.77", login="alice"
+    )
     assert (result.code, result.enhanced) == (550, "5.7.1") and "phishing kit" in result.text
     assert cli(limited, "unblock", "user:alice", "--as", "eve").returncode == 0
     bad = cli(limited, "block", "user:alice", "--for", "soon", "--reason", "x")
@@ -198,8 +218,18 @@ def test_new_vps_is_warmed_up(warming: Stack) -> None:
 
 def test_inventory_override_takes_effect_at_runtime(warming: Stack) -> None:
     # An unknown VPS gets the built-in default plan (10/1m, warmed to 4) ...
-    set_ = cli(warming, "inventory", "set", "cust-new", "--plan", "tiny", "--network",
-               "192.0.2.200/32", "--domain", "bakery.example")
+    set_ = cli(
+        warming,
+        "inventory",
+        "set",
+        "cust-new",
+        "--plan",
+        "tiny",
+        "--network",
+        "192.0.2.200/32",
+        "--domain",
+        "bakery.example",
+    )
     assert set_.returncode == 0, set_.stderr
     shown = json.loads(cli(warming, "inventory", "show", "cust-new").stdout)
     assert shown["plan"] == "tiny" and shown["source"] == "override"
@@ -224,8 +254,9 @@ def test_redis_restart_reloads_scripts_and_no_error_reaches_the_client(warming: 
     warming.redis.restart()
     replies = []
     for n in range(5):  # bounded: the first message after the restart may see the reconnect
-        outcome = warming.fate(warming.send("news@cafe.example", RCPT, message(subject=f"r{n}"),
-                                            client="198.51.100.9"))
+        outcome = warming.fate(
+            warming.send("news@cafe.example", RCPT, message(subject=f"r{n}"), client="198.51.100.9")
+        )
         replies.append(outcome.reply)
         if outcome.fate == "delivered":
             break

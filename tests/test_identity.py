@@ -20,7 +20,7 @@ POLICY = policy_from_dict(
                 "domains": ["Shop.Example."],
             },
             {"id": "cust-7", "plan": "large", "networks": ["203.0.113.7/32"]},
-        ]
+        ],
     }
 )
 INVENTORY = Inventory(POLICY.customers)

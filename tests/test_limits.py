@@ -41,9 +41,25 @@ BASE: dict[str, Any] = {
         "tiny": {"messages": ["100/1m"], "recipients": ["3/1m"], "unique_domains": ["2/1h"]},
     },
     "customers": [
-        {"id": "cust-42", "plan": "small", "networks": ["203.0.113.7/32", "203.0.113.8/32", "2001:db8:42::/64"], "sasl_users": ["alice"], "domains": ["shop.example"]},
-        {"id": "cust-7", "plan": "small", "networks": ["198.51.100.9/32"], "domains": ["cafe.example"]},
-        {"id": "cust-9", "plan": "tiny", "networks": ["198.51.100.20/32"], "domains": ["bakery.example"]},
+        {
+            "id": "cust-42",
+            "plan": "small",
+            "networks": ["203.0.113.7/32", "203.0.113.8/32", "2001:db8:42::/64"],
+            "sasl_users": ["alice"],
+            "domains": ["shop.example"],
+        },
+        {
+            "id": "cust-7",
+            "plan": "small",
+            "networks": ["198.51.100.9/32"],
+            "domains": ["cafe.example"],
+        },
+        {
+            "id": "cust-9",
+            "plan": "tiny",
+            "networks": ["198.51.100.20/32"],
+            "domains": ["bakery.example"],
+        },
     ],
 }
 
@@ -95,7 +111,9 @@ def test_ipv6_addresses_of_one_64_share_counters(store: RedisStore) -> None:
 def test_recipients_over_the_limit_are_tempfailed_at_rcpt(store: RedisStore) -> None:
     pol = policy()
     rcpts = tuple(f"r{n}@example.org" for n in range(5))
-    first = transaction(store, pol, client="198.51.100.20", mail_from="x@bakery.example", rcpts=rcpts)
+    first = transaction(
+        store, pol, client="198.51.100.20", mail_from="x@bakery.example", rcpts=rcpts
+    )
     assert first.accepted and first.refused_rcpts == list(rcpts[3:])
     second = transaction(store, pol, client="198.51.100.20", mail_from="x@bakery.example")
     assert second.verdict.action == Action.TEMPFAIL and second.verdict.reply is not None
@@ -120,7 +138,9 @@ def test_two_round_trips_per_message(store: RedisStore) -> None:
     pol = policy()
     transaction(store, pol)  # loads the scripts
     calls = count_round_trips(store.client)
-    assert transaction(store, pol, rcpts=("a@example.org", "b@example.net", "c@example.com")).accepted
+    assert transaction(
+        store, pol, rcpts=("a@example.org", "b@example.net", "c@example.com")
+    ).accepted
     assert calls() == 2
 
 
@@ -151,25 +171,38 @@ def test_warmup_starts_low_and_reaches_the_plan(store: RedisStore, clock: Any) -
     pol = policy(limits={"warmup": {"period": "10d", "start_fraction": 0.4}})
     day = 86400.0
     assert [transaction(store, pol).accepted for _ in range(3)] == [True, True, False]
-    status = subject_status(store, pol, parse_subject("vps:203.0.113.7"), Inventory(pol.customers), repr(1.8e9))
-    assert status["effective"]["warmup_factor"] == 0.4 and "warm-up" in status["effective"]["why"][0]
+    status = subject_status(
+        store, pol, parse_subject("vps:203.0.113.7"), Inventory(pol.customers), repr(1.8e9)
+    )
+    assert (
+        status["effective"]["warmup_factor"] == 0.4 and "warm-up" in status["effective"]["why"][0]
+    )
     clock(1.8e9 + 5 * day)  # halfway: 0.4 + 0.6 * 0.5 = 0.7 of 5 -> 3
     assert [transaction(store, pol).accepted for _ in range(4)] == [True, True, True, False]
     clock(1.8e9 + 11 * day)
     assert [transaction(store, pol).accepted for _ in range(6)] == [True] * 5 + [False]
 
 
-def test_findings_shrink_the_limits_and_clean_time_restores_them(store: RedisStore, clock: Any) -> None:
+def test_findings_shrink_the_limits_and_clean_time_restores_them(
+    store: RedisStore, clock: Any
+) -> None:
     pol = policy(
         blocks=[{"subject": "sender:promo@shop.example", "action": "quarantine"}],
         limits={"adaptive": {"shrink": 0.2, "min_factor": 0.4, "half_life": "1h"}},
     )
     for _ in range(3):  # quarantined by a static block: no feedback (a block is not news)
-        assert transaction(store, pol, mail_from="promo@shop.example").verdict.action == Action.QUARANTINE
+        assert (
+            transaction(store, pol, mail_from="promo@shop.example").verdict.action
+            == Action.QUARANTINE
+        )
     assert limit_now(store, pol) == 5
     # Feedback comes from the mail's own findings: a burst scored to quarantine.
-    pol_burst = policy(limits={"adaptive": {"shrink": 0.1, "min_factor": 0.4, "half_life": "1h"},
-                               "burst": {"floor": 1, "score": 5.0}})
+    pol_burst = policy(
+        limits={
+            "adaptive": {"shrink": 0.1, "min_factor": 0.4, "half_life": "1h"},
+            "burst": {"floor": 1, "score": 5.0},
+        }
+    )
     clock(1.8e9 + 120)
     results = [transaction(store, pol_burst) for _ in range(3)]
     assert [r.verdict.action for r in results] == [Action.QUARANTINE] * 3
@@ -178,12 +211,19 @@ def test_findings_shrink_the_limits_and_clean_time_restores_them(store: RedisSto
 
 
 def limit_now(store: RedisStore, pol: Any, at: float = 1.8e9) -> int:
-    status = subject_status(store, pol, parse_subject("vps:203.0.113.7"), Inventory(pol.customers), repr(at))
-    return int(next(w["limit"] for w in status["windows"] if w["unit"] == "messages" and w["window"] == 60))
+    status = subject_status(
+        store, pol, parse_subject("vps:203.0.113.7"), Inventory(pol.customers), repr(at)
+    )
+    return int(
+        next(w["limit"] for w in status["windows"] if w["unit"] == "messages" and w["window"] == 60)
+    )
 
 
 def test_burst_above_baseline_is_a_scored_finding(store: RedisStore) -> None:
-    pol = policy(plans={**BASE["plans"], "small": {"messages": ["1000/1m"]}}, limits={"burst": {"floor": 4, "score": 6.0}})
+    pol = policy(
+        plans={**BASE["plans"], "small": {"messages": ["1000/1m"]}},
+        limits={"burst": {"floor": 4, "score": 6.0}},
+    )
     results = [transaction(store, pol) for _ in range(6)]
     assert [r.verdict.action for r in results] == [Action.ACCEPT] * 5 + [Action.QUARANTINE]
     burst = next(f for f in results[-1].verdict.findings if f.name == "burst-volume")
@@ -203,7 +243,9 @@ def test_repeated_hits_block_the_vps_for_longer_each_time(store: RedisStore) -> 
         assert len(jobs) == 1  # retries while blocked are not new hits
     finally:
         escalation.ESCALATOR.submit = original  # type: ignore[method-assign]
-    assert notice is not None and notice["subject"] == "vps:203.0.113.7" and notice["duration"] == "1h"
+    assert (
+        notice is not None and notice["subject"] == "vps:203.0.113.7" and notice["duration"] == "1h"
+    )
     assert "relaywarden unblock vps:203.0.113.7" in notice["unblock"]
     assert blocked.verdict.action == Action.REJECT and blocked.verdict.reply is not None
     assert blocked.verdict.reply.line().startswith("550 5.7.1 ")
@@ -234,7 +276,9 @@ def test_webhook_is_retried_with_backoff_and_bounded() -> None:
     thread.start()
     slept: list[float] = []
     try:
-        cfg = WebhookSection(url=f"http://127.0.0.1:{server.server_port}/hook", attempts=3, backoff=0.5)
+        cfg = WebhookSection(
+            url=f"http://127.0.0.1:{server.server_port}/hook", attempts=3, backoff=0.5
+        )
         assert escalation.post_webhook(cfg, {"subject": "vps:203.0.113.7"}, sleep=slept.append)
         assert len(received) == 3 and slept == [0.5, 1.0]
         bounded = WebhookSection(url="http://127.0.0.1:1/hook", attempts=2, backoff=0.1)
@@ -246,7 +290,9 @@ def test_webhook_is_retried_with_backoff_and_bounded() -> None:
 
 def test_hostile_login_stays_inside_its_keys(store: RedisStore) -> None:
     evil = "{a}:\n\x00b"
-    pol = policy(plans={**BASE["plans"], "default": {"messages": ["2/1m"], "user": {"messages": ["1/1m"]}}})
+    pol = policy(
+        plans={**BASE["plans"], "default": {"messages": ["2/1m"], "user": {"messages": ["1/1m"]}}}
+    )
     assert transaction(store, pol, client="192.0.2.9", login=evil).accepted
     assert not transaction(store, pol, client="192.0.2.9", login=evil).accepted
     assert transaction(store, pol, client="192.0.2.9", login="a").accepted
@@ -275,7 +321,10 @@ def test_policy_rejects_unknown_plans_and_bad_rates() -> None:
 def test_inventory_file_csv_and_errors(tmp_path: Path) -> None:
     pol = policy()
     good = tmp_path / "c.csv"
-    good.write_text("id,plan,networks,sasl_users,domains\ncust-1,small,192.0.2.0/28 2001:db8:1::/64,bob,bakery.example\n")
+    good.write_text(
+        "id,plan,networks,sasl_users,domains\n"
+        "cust-1,small,192.0.2.0/28 2001:db8:1::/64,bob,bakery.example\n"
+    )
     [entry] = load_file(good, pol)
     assert entry.networks == ["192.0.2.0/28", "2001:db8:1::/64"] and entry.sasl_users == ["bob"]
     bad = tmp_path / "bad.csv"
@@ -294,8 +343,12 @@ def test_indexed_inventory_agrees_with_the_plain_scan(v4: int, v6tail: int) -> N
         CustomerEntry(id="d", networks=["192.0.2.0/24"]),
     ]
     plain, indexed = Inventory(customers), IndexedInventory(customers)
-    for address in (ipaddress.IPv4Address(v4), ipaddress.IPv4Address(v4 ^ 1),
-                    ipaddress.IPv6Address(f"2001:db8:42::{v6tail:x}"), ipaddress.IPv6Address(f"2001:db8:7::{v6tail:x}")):
+    for address in (
+        ipaddress.IPv4Address(v4),
+        ipaddress.IPv4Address(v4 ^ 1),
+        ipaddress.IPv6Address(f"2001:db8:42::{v6tail:x}"),
+        ipaddress.IPv6Address(f"2001:db8:7::{v6tail:x}"),
+    ):
         assert indexed.lookup(address, "") == plain.lookup(address, "")
 
 
@@ -305,4 +358,7 @@ def test_scripts_are_reloaded_after_a_flush(store: RedisStore) -> None:
     store.client.script_flush()
     assert transaction(store, pol).accepted  # NOSCRIPT at MAIL FROM: loaded, retried once
     status = subject_status(store, pol, parse_subject("vps:203.0.113.7"), Inventory(pol.customers))
-    assert next(w["count"] for w in status["windows"] if w["window"] == 60 and w["unit"] == "messages") == 2
+    assert (
+        next(w["count"] for w in status["windows"] if w["window"] == 60 and w["unit"] == "messages")
+        == 2
+    )

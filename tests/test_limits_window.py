@@ -66,7 +66,9 @@ steps = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     steps=steps,
     window=st.sampled_from([10.0, 60.0, 90.0]),
@@ -92,7 +94,9 @@ def test_sliding_window_matches_the_model_and_never_admits_more_than_the_limit(
             assert model.exact(now - window, now) <= limit
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     events=st.lists(
         st.tuples(st.floats(min_value=0, max_value=40, allow_nan=False), st.integers(0, 40)),

@@ -19,7 +19,7 @@ SubjectArg = Annotated[
 ]
 
 inventory_app = typer.Typer(
-    help="Runtime inventory overrides in Redis (seen by milters within [limits.inventory] refresh).",
+    help="Runtime inventory overrides in Redis (in force within [limits.inventory] refresh).",
     no_args_is_help=True,
 )
 app.add_typer(inventory_app, name="inventory")
@@ -131,7 +131,7 @@ def status(
     config: ConfigOption = None,
     redis_url: RedisOption = None,
 ) -> None:
-    """Counters per window, effective limits and why, warm-up, baseline, blocks, recent decisions."""
+    """Counters per window, effective limits and why, baseline, blocks, recent decisions."""
     from relaywarden.limits.status import subject_status
 
     policy, store, inventory = _open(config, redis_url)
@@ -201,7 +201,7 @@ def inventory_set(
         ) from None
     if plan_named(policy.plans, plan) is None:
         raise _fail(
-            f"unknown plan {plan!r}; the policy defines: {', '.join(sorted(policy.plans)) or 'none'}"
+            f"unknown plan {plan!r}; defined: {', '.join(['default', *sorted(policy.plans)])}"
         )
     _guard(lambda: store.client.hset(overrides_key(store), entry.id, entry.model_dump_json()))
     details = entry.model_dump()
@@ -225,7 +225,7 @@ def inventory_remove(
     config: ConfigOption = None,
     redis_url: RedisOption = None,
 ) -> None:
-    """Remove customer ID from the runtime overrides (the policy's or file's entry, if any, applies again)."""
+    """Drop customer ID's runtime override (its policy or file entry, if any, applies again)."""
     from relaywarden import audit
     from relaywarden.limits.inventory import overrides_key
 
@@ -278,15 +278,18 @@ def _text(report: dict[str, Any]) -> str:
         lines.append(f"first seen: {_utc(warm['first_seen']) if warm['first_seen'] else 'never'}")
         base = report["baseline_per_hour"]
         lines.append(
-            f"baseline per hour: {base['messages']} messages, {base['new_recipients']} new recipients, {base['new_domains']} new domains"
+            f"baseline per hour: {base['messages']} messages, "
+            f"{base['new_recipients']} new recipients, {base['new_domains']} new domains"
         )
     for w in report["windows"]:
         lines.append(
-            f"  {w['unit']:<18} {w['count']:>8} / {w['limit']:<8} per {w['window']:g}s (plan {w['plan_limit']})"
+            f"  {w['unit']:<18} {w['count']:>8} / {w['limit']:<8} per {w['window']:g}s"
+            f" (plan {w['plan_limit']})"
         )
     hits = report["limit_hits"]
     lines.append(
-        f"limit hits: {hits['count']} in the last {hits['period']:g}s (block at {hits['block_after']}); automatic blocks so far: {report['automatic_blocks']}"
+        f"limit hits: {hits['count']} in the last {hits['period']:g}s "
+        f"(block at {hits['block_after']}); automatic blocks so far: {report['automatic_blocks']}"
     )
     for b in report["blocks"]:
         until = "until lifted" if b["until"] is None else f"until {_utc(b['until'])}"

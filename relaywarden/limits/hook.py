@@ -14,6 +14,7 @@ from relaywarden.verdict import Action, Finding
 
 NOTE = "limits"
 
+
 def _is_feedback(finding: Finding) -> bool:
     """A rate-limit hit or a block says nothing new about the mail's quality."""
     return finding.check != "blocks" and finding.name != "rate-limit"

@@ -52,7 +52,11 @@ def tag_for(sender: Sender) -> str:
 
 
 def scope_key(prefix: str, tag: str, subject: Subject) -> str:
-    return f"{prefix}:l:{{{tag}}}:{subject.kind[0]}{digest(str(subject))}"
+    # The subject the tag is made of (a customer, or a VPS in no inventory) needs
+    # no second digest: shorter keys are less memory per VPS.
+    owner = tag[0] == subject.kind[0] and tag[1:] == digest(subject.value)[:16]
+    base = f"{prefix}:l:{{{tag}}}"
+    return base if owner else f"{base}:{subject.kind[0]}{digest(str(subject))[:16]}"
 
 
 def global_key(prefix: str) -> str:

@@ -19,7 +19,7 @@ ARGV[2]  JSON: {"s": [scope, ...]} in KEYS order, each scope
 
 Returns  {now, {scope result, ...}} with each scope result
            {{count per "c" entry}, {count per "u" entry}, {meta values}}
-         meta = HMGET fs p pt bm br bd bt nb (first seen; penalty and its time;
+         meta = fields fs p pt bm br bd bt nb (first seen; penalty and its time;
          baseline rates of messages, new recipients, new domains and their time;
          automatic blocks so far), "" where unset. Numbers as strings.
 
@@ -57,15 +57,23 @@ local function fmt(x)
   return string.format("%.17g", x)
 end
 
-local function counter(key, unit, window, nsub)
+-- The whole hash in one call (it is small: nsub+1 fields per unit and window).
+local function fields_of(key)
+  local flat = redis.call("HGETALL", key)
+  local h = {}
+  for j = 1, #flat, 2 do
+    h[flat[j]] = flat[j + 1]
+  end
+  return h
+end
+
+local function counter(h, unit, window, nsub)
   local g = window / nsub
   local i = math.floor(now / g)
-  local fields = {}
-  for s = 0, nsub do
-    fields[#fields + 1] = unit .. fmt(window) .. ":" .. s
-  end
+  local prefix = unit .. fmt(window) .. ":"
   local total = 0
-  for _, v in ipairs(redis.call("HMGET", key, unpack(fields))) do
+  for s = 0, nsub do
+    local v = h[prefix .. s]
     if v then
       local b, n = string.match(v, "^(%-?%d+):(%d+)$")
       b = tonumber(b)
@@ -82,7 +90,15 @@ local function unique(key, unit, window)
   local i = math.floor(now / g)
   local keys = {}
   for b = i - 2, i do
-    keys[#keys + 1] = key .. ":U" .. unit .. fmt(window) .. ":" .. string.format("%d", b)
+    local k = key .. ":U" .. unit .. fmt(window) .. ":" .. string.format("%d", b)
+    -- Only the buckets that exist: PFCOUNT of one key uses its cached count,
+    -- of several it merges registers (much slower).
+    if redis.call("EXISTS", k) == 1 then
+      keys[#keys + 1] = k
+    end
+  end
+  if #keys == 0 then
+    return 0
   end
   return redis.call("PFCOUNT", unpack(keys))
 end
@@ -91,15 +107,16 @@ local out = {}
 for n, scope in ipairs(spec["s"]) do
   local key = KEYS[n]
   local counts, uniques, meta = {}, {}, {}
+  local h = fields_of(key)
   for _, c in ipairs(scope["c"]) do
-    counts[#counts + 1] = tostring(counter(key, c[1], c[2], c[3]))
+    counts[#counts + 1] = tostring(counter(h, c[1], c[2], c[3]))
   end
   for _, u in ipairs(scope["u"]) do
     uniques[#uniques + 1] = tostring(unique(key, u[1], u[2]))
   end
   if scope["m"] == 1 then
-    for _, v in ipairs(redis.call("HMGET", key, unpack(META))) do
-      meta[#meta + 1] = v or ""
+    for _, name in ipairs(META) do
+      meta[#meta + 1] = h[name] or ""
     end
   end
   out[#out + 1] = {counts, uniques, meta}

@@ -39,6 +39,16 @@ local function fmt(x)
   return string.format("%.17g", x)
 end
 
+-- Stored numbers kept short (memory per VPS): times to the second, rates and
+-- penalties to 6 significant digits.
+local function short(x)
+  return string.format("%.6g", x)
+end
+
+local function second(x)
+  return string.format("%d", x)
+end
+
 local function add(key, unit, window, nsub, amount)
   local g = window / nsub
   local i = math.floor(now / g)
@@ -89,12 +99,12 @@ for n, scope in ipairs(spec["s"]) do
     new[#new + 1] = add_members(key, u[1], u[2], u[3])
   end
   if scope["fs"] == 1 then
-    redis.call("HSETNX", key, "fs", fmt(now))
+    redis.call("HSETNX", key, "fs", second(now))
   end
   local p = scope["p"]
   if p then
     local cur = redis.call("HMGET", key, "p", "pt")
-    redis.call("HSET", key, "p", fmt(decayed(cur[1], cur[2], p[2], true) + p[1]), "pt", fmt(now))
+    redis.call("HSET", key, "p", short(decayed(cur[1], cur[2], p[2], true) + p[1]), "pt", second(now))
   end
   local bl = scope["bl"]
   if bl then
@@ -103,10 +113,10 @@ for n, scope in ipairs(spec["s"]) do
     local nr = (bl[3] > 0) and new[bl[3]] or 0
     local nd = (bl[4] > 0) and new[bl[4]] or 0
     redis.call("HSET", key,
-      "bm", fmt(decayed(cur[1], cur[4], tau, false) + bl[2] / tau),
-      "br", fmt(decayed(cur[2], cur[4], tau, false) + nr / tau),
-      "bd", fmt(decayed(cur[3], cur[4], tau, false) + nd / tau),
-      "bt", fmt(now))
+      "bm", short(decayed(cur[1], cur[4], tau, false) + bl[2] / tau),
+      "br", short(decayed(cur[2], cur[4], tau, false) + nr / tau),
+      "bd", short(decayed(cur[3], cur[4], tau, false) + nd / tau),
+      "bt", second(now))
   end
   redis.call("EXPIRE", key, scope["ttl"])
   out[#out + 1] = new

@@ -1,0 +1,1 @@
+"""Benchmarks, run by hand (`make bench`): numbers to read side by side, never assertions."""

@@ -1,0 +1,6 @@
+"""`python -m bench`: every benchmark in turn."""
+
+from bench import limits
+
+if __name__ == "__main__":
+    limits.main()
