@@ -362,3 +362,27 @@ def test_scripts_are_reloaded_after_a_flush(store: RedisStore) -> None:
         next(w["count"] for w in status["windows"] if w["window"] == 60 and w["unit"] == "messages")
         == 2
     )
+
+
+def test_customer_cap_global_ceiling_and_overrides(store: RedisStore) -> None:
+    pol = policy(
+        plans={
+            **BASE["plans"],
+            "small": {"messages": ["5/1m"], "customer": {"messages": ["3/1m"]}},
+        },
+        limits={
+            "global": {"messages": ["6/1m"]},
+            "overrides": [{"subject": "vps:198.51.100.9", "limits": {"messages": ["1/1m"]}}],
+        },
+    )
+    # cust-42's two VPSes share the customer cap of 3.
+    sent = [transaction(store, pol, client=c).accepted for c in ["203.0.113.7", "203.0.113.8"] * 2]
+    assert sent == [True, True, True, False]
+    # cust-7's VPS is overridden down to 1 a minute.
+    cafe = {"client": "198.51.100.9", "mail_from": "x@cafe.example"}
+    assert [transaction(store, pol, **cafe).accepted for _ in range(2)] == [True, False]  # type: ignore[arg-type]
+    # 4 accepted so far; the relay-wide ceiling of 6 stops the unknown VPSes at 2.
+    unknown = [transaction(store, pol, client=f"192.0.2.{n}").accepted for n in range(1, 5)]
+    assert unknown == [True, True, False, False]
+    last = transaction(store, pol, client="192.0.2.9").verdict
+    assert any(f.evidence.get("scope") == "global" for f in last.findings)

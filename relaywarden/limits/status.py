@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from relaywarden.identity import EMPTY, Inventory, Sender
-from relaywarden.keys import digest
 from relaywarden.limits.fetch import read_groups
 from relaywarden.limits.inventory import vps_network
 from relaywarden.limits.model import (
@@ -16,7 +15,6 @@ from relaywarden.limits.model import (
     bindings,
     bursts,
     factor_for,
-    global_key,
     plan_for,
     scopes_for,
 )
@@ -169,6 +167,3 @@ def reset_keys(store: RedisStore, scope: Scope) -> int:
     client = store.client
     keys = [scope.key, *client.scan_iter(match=scope.key + ":U*", count=1000)]
     return int(client.delete(*keys))
-
-
-__all__ = ["digest", "global_key", "reset_keys", "subject_status"]
