@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 
 from relaywarden import metrics
-from relaywarden.checks import Check, Context, Stage, addresses, blocks
+from relaywarden.checks import Check, Context, Stage, addresses, blocks, headers, sender
 from relaywarden.errors import DependencyError
 from relaywarden.identity import Sender
 from relaywarden.message import Message
@@ -28,6 +28,9 @@ CHECKS: tuple[Check, ...] = (
     blocks.CHECK,
     addresses.ENVELOPE,
     addresses.FROM_HEADER,
+    sender.ENVELOPE,
+    headers.CHECK,
+    sender.MESSAGE,
 )
 
 # Fault injection for the end-to-end test of "an exception inside the engine":

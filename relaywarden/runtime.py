@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from relaywarden.dns import Resolver
 from relaywarden.identity import Inventory
 from relaywarden.policy import Policy, PolicyError, load_policy
 from relaywarden.store import RedisStore, connect
@@ -24,8 +25,13 @@ class Overrides:
 
     listen: str | None = None
     redis_url: str | None = None
+    nameservers: list[str] = field(default_factory=list)
 
     def apply(self, policy: Policy) -> Policy:
+        if self.nameservers:
+            policy = policy.model_copy(
+                update={"dns": policy.dns.model_copy(update={"nameservers": self.nameservers})}
+            )
         if self.listen:
             policy = policy.model_copy(
                 update={"milter": policy.milter.model_copy(update={"listen": self.listen})}
@@ -44,13 +50,16 @@ class Runtime:
     policy: Policy
     store: RedisStore
     inventory: Inventory
-    resolver: object = None
+    resolver: Resolver | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def start(cls, policy_path: Path | None, overrides: Overrides) -> Runtime:
         policy = overrides.apply(load_policy(policy_path))
-        return cls(policy_path, overrides, policy, _store_for(policy), Inventory(policy.customers))
+        inventory = Inventory(policy.customers)
+        return cls(
+            policy_path, overrides, policy, _store_for(policy), inventory, _resolver_for(policy)
+        )
 
     def reload(self) -> bool:
         """Load the policy file again; keep the old one in force if the new one is bad."""
@@ -63,6 +72,8 @@ class Runtime:
                 return False
             if policy.redis != self.policy.redis:
                 self.store = _store_for(policy)
+            if policy.dns != self.policy.dns:
+                self.resolver = _resolver_for(policy)
             self.inventory = Inventory(policy.customers)
             self.policy = policy
             log.info("policy reloaded from %s", self.policy_path or "embedded defaults")
@@ -72,3 +83,16 @@ class Runtime:
 def _store_for(policy: Policy) -> RedisStore:
     client = connect(policy.redis.url, policy.redis.timeout)
     return RedisStore(client, policy.redis.key_prefix, policy.redis.events_maxlen)
+
+
+def _resolver_for(policy: Policy) -> Resolver:
+    dns = policy.dns
+    return Resolver(
+        dns.nameservers,
+        timeout=dns.timeout,
+        budget=dns.budget,
+        max_lookups=dns.max_lookups,
+        negative_ttl=dns.negative_ttl,
+        max_ttl=dns.max_ttl,
+        cache_size=dns.cache_size,
+    )

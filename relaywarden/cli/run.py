@@ -24,6 +24,10 @@ def run(
         typer.Option(help="Milter socket: inet:PORT@HOST, inet6:PORT@HOST or unix:/path."),
     ] = None,
     redis_url: Annotated[str | None, typer.Option(help="Redis URL, overrides [redis] url.")] = None,
+    nameserver: Annotated[
+        list[str] | None,
+        typer.Option(help="DNS server HOST:PORT, repeatable; overrides [dns] nameservers."),
+    ] = None,
 ) -> None:
     """Run the milter until SIGTERM; SIGHUP reloads the policy."""
     from relaywarden.decisionlog import setup_logging
@@ -31,7 +35,9 @@ def run(
     from relaywarden.runtime import Overrides, Runtime
 
     try:
-        runtime = Runtime.start(config, Overrides(listen=listen, redis_url=redis_url))
+        runtime = Runtime.start(
+            config, Overrides(listen=listen, redis_url=redis_url, nameservers=nameserver or [])
+        )
     except PolicyError as exc:
         for line in exc.errors:
             typer.echo(line, err=True)

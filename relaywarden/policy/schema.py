@@ -11,6 +11,13 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from relaywarden.policy.forgery import (
+    BrandsSection,
+    DnsSection,
+    HeadersCheckSection,
+    RelaySection,
+    SenderCheckSection,
+)
 from relaywarden.policy.inventory import CustomerEntry
 from relaywarden.policy.types import Duration, Section, SubjectField
 from relaywarden.verdict import Action
@@ -103,6 +110,8 @@ class AddressCheckSection(Section):
 
 class ChecksSection(Section):
     addresses: AddressCheckSection = AddressCheckSection()
+    headers: HeadersCheckSection = HeadersCheckSection()
+    sender: SenderCheckSection = SenderCheckSection()
 
 
 class LogSection(Section):
@@ -131,6 +140,9 @@ class Policy(Section):
     log: LogSection = LogSection()
     metrics: MetricsSection = MetricsSection()
     identity: IdentitySection = IdentitySection()
+    relay: RelaySection = RelaySection()
+    dns: DnsSection = DnsSection()
+    brands: BrandsSection = BrandsSection()
 
     @model_validator(mode="after")
     def _unique_customers(self) -> Policy:
