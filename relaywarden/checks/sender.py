@@ -135,8 +135,9 @@ def _reply_domain(domain: str) -> str:
 def dmarc_spoof(ctx: Context, from_doms: list[str]) -> list[Finding]:
     section = ctx.policy.checks.sender
     session: DnsSession | None = ctx.resolver
-    if section.dmarc_action == "none" or session is None:
-        return []
+    relay = ctx.policy.relay
+    if section.dmarc_action == "none" or session is None or not relay.outbound_ips:
+        return []  # without the relay's outbound addresses SPF cannot be judged
     owned = domains.org_domains(ctx.sender.owned_domains)
     for domain in from_doms:
         if owned and domains.within(domain, owned):

@@ -130,8 +130,8 @@ class HeaderWeights(Section):
 
 class HeadersCheckSection(Section):
     enabled: bool = True
-    date_future: Duration = 7200.0
-    date_past: Duration = 7 * 86400.0
+    date_future: Duration = 86400.0
+    date_past: Duration = 14 * 86400.0
     reserved_networks: list[str] = Field(default_factory=lambda: list(RESERVED_NETWORKS))
     weights: HeaderWeights = HeaderWeights()
 
