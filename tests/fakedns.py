@@ -19,12 +19,14 @@ class ZoneResolver(Resolver):
     def __init__(self, zones: str = DEFAULT_ZONES, **kw: float) -> None:
         super().__init__(["127.0.0.1:1"], **kw)  # type: ignore[arg-type]
         self.records: dict[tuple[str, str], list[object]] = defaultdict(list)
+        self.ttls: dict[tuple[str, str], float] = {}
         for line in zones.splitlines():
             if not line.strip():
                 continue
             name, ttl, _cls, rdtype, data = line.split(None, 4)
             rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(rdtype), data)
             self.records[(name.lower(), rdtype)].append(rdata)
+            self.ttls[(name.lower(), rdtype)] = float(ttl)
         self.names = {name for name, _ in self.records}
         self.asked: list[tuple[str, str]] = []
 
@@ -36,4 +38,5 @@ class ZoneResolver(Resolver):
             raise DnsError("timeout (fake)")
         records = tuple(self.records.get((name, rdtype), ()))
         exists = any(n == name or n.endswith("." + name) for n in self.names)
-        return Answer(name, rdtype, nxdomain=not exists, records=records), 300.0
+        ttl = self.ttls.get((name, rdtype), 60.0)  # 60 s: the test server's negative TTL
+        return Answer(name, rdtype, nxdomain=not exists, records=records), ttl

@@ -1,0 +1,21 @@
+"""`python -m bench`: every benchmark module in this package that has a `main()`."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+
+def main() -> None:
+    for info in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"bench.{info.name}")
+        if hasattr(module, "main"):
+            print(f"== bench.{info.name}")
+            module.main()
+
+
+if __name__ == "__main__":
+    main()
