@@ -38,7 +38,7 @@ def block(
         until=None if duration is None else since + duration,
     )
     store.set_block(record)
-    _audit(store, actor, "block", subject, reason, via, until=record.until, action=action)
+    _audit(store, actor, "block", subject, reason, via, until=record.until, block_action=action)
     return record
 
 
@@ -54,7 +54,7 @@ def unblock(
 def _audit(
     store: RedisStore,
     actor: str,
-    action: str,
+    what: str,
     subject: Subject,
     reason: str,
     via: str,
@@ -62,7 +62,7 @@ def _audit(
 ) -> None:
     entry = audit.AuditEntry(
         actor=actor,
-        action=action,
+        action=what,
         target=str(subject),
         reason=reason[:200],
         details=details,
