@@ -1,1 +1,1 @@
-"""Benchmarks, run by hand (`make bench`): ratios side by side in one run, never assertions."""
+"""Benchmarks, run by hand (`make bench`); never part of the test suite."""

@@ -1,21 +1,14 @@
-"""`python -m bench`: every benchmark module in this package that has a `main()`."""
+"""`make bench`: every benchmark in turn, each printing its own table."""
 
 from __future__ import annotations
 
 import importlib
-import pkgutil
-from pathlib import Path
+import sys
 
+BENCHES = ["bench.dataflow", "bench.headers"]
 
-def main() -> None:
-    for info in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"bench.{info.name}")
-        if hasattr(module, "main"):
-            print(f"== bench.{info.name}")
-            module.main()
-
-
-if __name__ == "__main__":
-    main()
+for name in BENCHES:
+    print(f"\n=== {name} ===", flush=True)
+    module = importlib.import_module(name)
+    sys.argv = [name]
+    module.main()
