@@ -91,6 +91,8 @@ TABLE: dict[str, Case] = {
         reply="550 5.7.1 mail.paypal.com publishes",
     ),
     "forged-received-relay": Case(["headers.forged-received"], Action.QUARANTINE),
+    # The relay's own Received header (this queue id), should the MTA show it: not forged.
+    "relay-own-received": Case([], Action.ACCEPT),
     "reserved-received": Case(["headers.reserved-received"], Action.ACCEPT),
     "display-name-spoof": Case(
         ["headers.display-name-address", "headers.display-name-brand"], Action.REJECT

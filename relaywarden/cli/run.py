@@ -30,10 +30,18 @@ def run(
     ] = None,
 ) -> None:
     """Run the milter until SIGTERM; SIGHUP reloads the policy."""
+    from pydantic import ValidationError
+
     from relaywarden.decisionlog import setup_logging
     from relaywarden.milter.server import run as serve
+    from relaywarden.policy.forgery import DnsSection
     from relaywarden.runtime import Overrides, Runtime
 
+    try:
+        DnsSection(nameservers=nameserver or [])
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"]
+        raise typer.BadParameter(reason, param_hint="--nameserver") from None
     try:
         runtime = Runtime.start(
             config, Overrides(listen=listen, redis_url=redis_url, nameservers=nameserver or [])
