@@ -90,6 +90,7 @@ TABLE: dict[str, Case] = {
         mail_from="orders@shop.example",
         reply="550 5.7.1 mail.paypal.com publishes",
     ),
+    "missing-from": Case(["headers.missing-from"], Action.ACCEPT, mail_from="orders@shop.example"),
     "forged-received-relay": Case(["headers.forged-received"], Action.QUARANTINE),
     # The relay's own Received header (this queue id), should the MTA show it: not forged.
     "relay-own-received": Case([], Action.ACCEPT),
@@ -212,3 +213,13 @@ def test_dns_fail_open_lets_the_message_through() -> None:
     policy = policy_from_dict({**POLICY, "dns": {"on_error": "open"}})
     verdict, found = run_message("dns-timeout", TABLE["dns-timeout"], policy, ZoneResolver())
     assert verdict.action == Action.ACCEPT and "sender.envelope.dns-unavailable" not in found
+
+
+def test_every_weight_names_a_finding_the_corpus_produces() -> None:
+    from relaywarden.policy.forgery import HeaderWeights, SenderWeights
+
+    produced = {name for case in TABLE.values() for name in case.must}
+    header_weights = {f"headers.{n.replace('_', '-')}" for n in HeaderWeights.model_fields}
+    sender_weights = {f"sender.{n.replace('_', '-')}" for n in SenderWeights.model_fields}
+    assert header_weights == {f"headers.{n}" for n in HEADER_NAMES}
+    assert header_weights | sender_weights <= produced

@@ -60,11 +60,11 @@ def ownership(ctx: Context, from_doms: list[str]) -> list[Finding]:
     if not owned:
         return []  # ownership is only judged where the inventory lists the domains
     weight = ctx.policy.checks.sender.foreign_weight(ctx.sender.plan)
-    candidates = [("envelope", ctx.message.sender_domain), *(("from", d) for d in from_doms)]
-    foreign = {f"{where}": d for where, d in candidates if d and not domains.within(d, owned)}
+    candidates = [ctx.message.sender_domain, *from_doms]
+    foreign = sorted({d for d in candidates if d and not domains.within(d, owned)})
     if not foreign:
         return []
-    evidence = {**foreign, "customer": ctx.sender.customer or "", "plan": ctx.sender.plan}
+    evidence = {"domains": foreign, "customer": ctx.sender.customer or "", "plan": ctx.sender.plan}
     return [
         Finding(
             NAME, "foreign-domain", weight, evidence, reason="sending as a domain you do not own"
