@@ -1,1 +1,1 @@
-"""Benchmarks, run by hand (`make bench`): numbers to read side by side, never assertions."""
+"""Benchmarks, run by hand (`make bench`); never part of the test suite."""

@@ -1,6 +1,14 @@
-"""`python -m bench`: every benchmark in turn."""
+"""`make bench`: every benchmark in turn, each printing its own table."""
 
-from bench import limits
+from __future__ import annotations
 
-if __name__ == "__main__":
-    limits.main()
+import importlib
+import sys
+
+BENCHES = ["bench.dataflow", "bench.headers", "bench.limits"]
+
+for name in BENCHES:
+    print(f"\n=== {name} ===", flush=True)
+    module = importlib.import_module(name)
+    sys.argv = [name]
+    module.main()

@@ -38,17 +38,7 @@ def block(
         until=None if duration is None else since + duration,
     )
     store.set_block(record)
-    audit.record(
-        store,
-        audit.AuditEntry(
-            actor=actor,
-            action="block",
-            target=str(subject),
-            reason=reason[:200],
-            details={"until": record.until, "action": action},
-            via=via,
-        ),
-    )
+    _audit(store, actor, "block", subject, reason, via, until=record.until, block_action=action)
     return record
 
 
@@ -57,15 +47,25 @@ def unblock(
 ) -> bool:
     """Lift a block; True if there was one. Audited either way."""
     removed = store.remove_block(subject)
-    audit.record(
-        store,
-        audit.AuditEntry(
-            actor=actor,
-            action="unblock",
-            target=str(subject),
-            reason=reason[:200],
-            details={"was_blocked": removed},
-            via=via,
-        ),
-    )
+    _audit(store, actor, "unblock", subject, reason, via, was_blocked=removed)
     return removed
+
+
+def _audit(
+    store: RedisStore,
+    actor: str,
+    what: str,
+    subject: Subject,
+    reason: str,
+    via: str,
+    **details: object,
+) -> None:
+    entry = audit.AuditEntry(
+        actor=actor,
+        action=what,
+        target=str(subject),
+        reason=reason[:200],
+        details=details,
+        via=via,
+    )
+    audit.record(store, entry)

@@ -38,6 +38,7 @@ CASES = [
     Case("VPS on the static block list", "orders@shop.example", "192.0.2.66"),
     Case("bulk sender held for review", "promo@shop.example", "203.0.113.8", "bob"),
     Case("suspended SASL account", "info@cafe.example", "2001:db8:42::25", "suspended"),
+    Case("customer spoofing a DMARC p=reject brand", "service@paypal.com", "203.0.113.9", "carol"),
 ]
 
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 
 from relaywarden import metrics
-from relaywarden.checks import Check, Context, Stage, addresses, blocks, limits
+from relaywarden.checks import Check, Context, Stage, addresses, blocks, headers, limits, sender
 from relaywarden.errors import DependencyError
 from relaywarden.identity import Sender
 from relaywarden.message import Message
@@ -32,6 +32,9 @@ CHECKS: tuple[Check, ...] = (
     limits.EOM,
     addresses.ENVELOPE,
     addresses.FROM_HEADER,
+    sender.ENVELOPE,
+    headers.CHECK,
+    sender.MESSAGE,
 )
 
 # Fault injection for the end-to-end test of "an exception inside the engine":

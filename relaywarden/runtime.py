@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from relaywarden.dns import Resolver
 from relaywarden.identity import Inventory
 from relaywarden.limits.inventory import build_inventory
 from relaywarden.policy import Policy, PolicyError, load_policy
@@ -25,8 +26,13 @@ class Overrides:
 
     listen: str | None = None
     redis_url: str | None = None
+    nameservers: list[str] = field(default_factory=list)
 
     def apply(self, policy: Policy) -> Policy:
+        if self.nameservers:
+            policy = policy.model_copy(
+                update={"dns": policy.dns.model_copy(update={"nameservers": self.nameservers})}
+            )
         if self.listen:
             policy = policy.model_copy(
                 update={"milter": policy.milter.model_copy(update={"listen": self.listen})}
@@ -45,33 +51,30 @@ class Runtime:
     policy: Policy
     store: RedisStore
     inventory: Inventory
-    resolver: object = None
+    resolver: Resolver | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def start(cls, policy_path: Path | None, overrides: Overrides) -> Runtime:
         policy = overrides.apply(load_policy(policy_path))
         store = _store_for(policy)
-        return cls(
-            policy_path, overrides, policy, store, build_inventory(policy, policy_path, store)
-        )
+        inventory = build_inventory(policy, policy_path, store)
+        return cls(policy_path, overrides, policy, store, inventory, _resolver_for(policy))
 
     def reload(self) -> bool:
         """Load the policy file again; keep the old one in force if the new one is bad."""
         with self._lock:
             try:
                 policy = self.overrides.apply(load_policy(self.policy_path))
+                store = _store_for(policy) if policy.redis != self.policy.redis else self.store
+                # The inventory file the policy names is part of it: bad, refused alike.
+                inventory = build_inventory(policy, self.policy_path, store)
             except PolicyError as exc:
                 for line in exc.errors:
                     log.error("policy reload refused, old policy stays in force: %s", line)
                 return False
-            try:
-                store = _store_for(policy) if policy.redis != self.policy.redis else self.store
-                inventory = build_inventory(policy, self.policy_path, store)
-            except PolicyError as exc:  # the inventory file it names is bad
-                for line in exc.errors:
-                    log.error("policy reload refused, old policy stays in force: %s", line)
-                return False
+            if policy.dns != self.policy.dns:
+                self.resolver = _resolver_for(policy)
             getattr(self.inventory, "close", lambda: None)()
             self.store, self.inventory = store, inventory
             self.policy = policy
@@ -82,3 +85,16 @@ class Runtime:
 def _store_for(policy: Policy) -> RedisStore:
     client = connect(policy.redis.url, policy.redis.timeout)
     return RedisStore(client, policy.redis.key_prefix, policy.redis.events_maxlen)
+
+
+def _resolver_for(policy: Policy) -> Resolver:
+    dns = policy.dns
+    return Resolver(
+        dns.nameservers,
+        timeout=dns.timeout,
+        budget=dns.budget,
+        max_lookups=dns.max_lookups,
+        negative_ttl=dns.negative_ttl,
+        max_ttl=dns.max_ttl,
+        cache_size=dns.cache_size,
+    )

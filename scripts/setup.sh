@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(postfix redis-server libmilter-dev gcc python3-venv python3-dev chromium)
+# docker-compose only checks docker-compose.yml (`docker-compose config`); no engine runs here.
+PACKAGES=(postfix redis-server libmilter-dev gcc python3-venv python3-dev chromium docker-compose)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

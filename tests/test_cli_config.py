@@ -61,3 +61,14 @@ def test_toml_syntax_error_is_reported_with_the_file(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     out = check(tmp_path / "nope.toml")
     assert out.returncode == 1 and "cannot read" in out.stderr
+
+
+def test_default_policy_documents_the_forgery_defaults() -> None:
+    """policies/default.toml states the same values the schema embeds."""
+    from relaywarden.policy import Policy, load_policy
+
+    shipped, embedded = load_policy(ROOT / "policies" / "default.toml"), Policy()
+    for section in ("relay", "dns", "brands"):
+        assert getattr(shipped, section) == getattr(embedded, section), section
+    assert shipped.checks.headers == embedded.checks.headers
+    assert shipped.checks.sender == embedded.checks.sender

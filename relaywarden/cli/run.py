@@ -24,14 +24,28 @@ def run(
         typer.Option(help="Milter socket: inet:PORT@HOST, inet6:PORT@HOST or unix:/path."),
     ] = None,
     redis_url: Annotated[str | None, typer.Option(help="Redis URL, overrides [redis] url.")] = None,
+    nameserver: Annotated[
+        list[str] | None,
+        typer.Option(help="DNS server HOST:PORT, repeatable; overrides [dns] nameservers."),
+    ] = None,
 ) -> None:
     """Run the milter until SIGTERM; SIGHUP reloads the policy."""
+    from pydantic import ValidationError
+
     from relaywarden.decisionlog import setup_logging
     from relaywarden.milter.server import run as serve
+    from relaywarden.policy.forgery import DnsSection
     from relaywarden.runtime import Overrides, Runtime
 
     try:
-        runtime = Runtime.start(config, Overrides(listen=listen, redis_url=redis_url))
+        DnsSection(nameservers=nameserver or [])
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"]
+        raise typer.BadParameter(reason, param_hint="--nameserver") from None
+    try:
+        runtime = Runtime.start(
+            config, Overrides(listen=listen, redis_url=redis_url, nameservers=nameserver or [])
+        )
     except PolicyError as exc:
         for line in exc.errors:
             typer.echo(line, err=True)

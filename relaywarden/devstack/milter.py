@@ -20,6 +20,7 @@ class MilterProcess:
         workdir: Path,
         *,
         env: dict[str, str] | None = None,
+        nameservers: list[str] | None = None,
     ) -> None:
         self.policy = policy
         self.redis_url = redis_url
@@ -27,6 +28,7 @@ class MilterProcess:
         self.port = free_port()
         self.extra_env = env or {}
         self.proc: Proc | None = None
+        self.nameservers = nameservers or []
 
     @property
     def listen(self) -> str:
@@ -55,6 +57,8 @@ class MilterProcess:
             "--redis-url",
             self.redis_url,
         ]
+        for nameserver in self.nameservers:
+            argv += ["--nameserver", nameserver]
         self.proc = Proc(argv, "relaywarden", self.log_path, env=env, cwd=PROJECT_ROOT)
         try:
             wait_for_port(LOOPBACK, self.port, timeout, "relaywarden milter")

@@ -20,12 +20,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from relaywarden.devstack.procs import (
     LOOPBACK,
     Proc,
+    StopsOnExit,
     all_pids,
     free_port,
     kill_pid,
@@ -108,7 +108,7 @@ def _write_settled(path: Path, text: str) -> None:
     os.utime(path, (settled, settled))
 
 
-class PostfixInstance:
+class PostfixInstance(StopsOnExit):
     """A private Postfix relaying everything to `[127.0.0.1]:relay_port`.
 
     The master runs in the foreground as our child (`master -d -c CONFIG_DIR`),
@@ -467,14 +467,6 @@ class PostfixInstance:
     def __enter__(self) -> Self:
         self.start()
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 __all__ = ["PostfixInstance"]

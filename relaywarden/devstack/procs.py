@@ -66,6 +66,21 @@ def wait_for_port(host: str, port: int, timeout: float, service: str = "service"
     poll_until(lambda: port_is_open(host, port), timeout, f"{service} on {host}:{port}")
 
 
+class StopsOnExit:
+    """`with thing:` stops the thing on the way out, whatever happened inside."""
+
+    def stop(self) -> object:
+        raise NotImplementedError
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
 @dataclass(frozen=True)
 class ProcInfo:
     """The fields of /proc/PID/stat that the devstack needs."""
@@ -105,7 +120,7 @@ def kill_pid(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-class Proc:
+class Proc(StopsOnExit):
     """A child process we started, stoppable by its PID only.
 
     Output goes to a log file (never a pipe: an unread pipe fills up and
@@ -169,11 +184,3 @@ class Proc:
 
     def __enter__(self) -> Self:
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

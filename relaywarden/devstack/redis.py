@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import redis
 
-from relaywarden.devstack.procs import LOOPBACK, Proc, free_port, poll_until
+from relaywarden.devstack.procs import LOOPBACK, Proc, StopsOnExit, free_port, poll_until
 
 
 def _answers_ping(port: int) -> bool:
@@ -23,7 +22,7 @@ def _answers_ping(port: int) -> bool:
         client.close()
 
 
-class RedisServer:
+class RedisServer(StopsOnExit):
     """redis-server in the foreground as our child, stopped by PID.
 
     `--save ""` and `--appendonly no` keep it memory-only, so a restart starts
@@ -105,11 +104,3 @@ class RedisServer:
 
     def __enter__(self) -> Self:
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -9,13 +9,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Self
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from relaywarden.devstack.procs import LOOPBACK, free_port
+from relaywarden.devstack.procs import LOOPBACK, StopsOnExit, free_port
 
 # Tests send 30 MB messages; leave room for base64 growth and Postfix headers.
 DEFAULT_DATA_SIZE_LIMIT = 64 * 1024 * 1024
@@ -72,7 +71,7 @@ class _Recorder:
         return "250 2.0.0 Ok: delivered to sink"
 
 
-class Sink:
+class Sink(StopsOnExit):
     """aiosmtpd on a free 127.0.0.1 port that records every delivered message.
 
     decode_data=False keeps the exact bytes (8-bit and SMTPUTF8 mail must
@@ -157,14 +156,6 @@ class Sink:
     def __enter__(self) -> Self:
         self.start()
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 __all__ = ["Sink", "SinkMessage"]

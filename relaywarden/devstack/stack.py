@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from relaywarden.devstack.dns import DEFAULT_ZONES, DnsServer
 from relaywarden.devstack.milter import MilterProcess
 from relaywarden.devstack.postfix import PostfixInstance
 from relaywarden.devstack.procs import poll_until
@@ -41,6 +42,7 @@ class Stack:
         workdir: Path | None = None,
         redis_url: str | None = None,
         milter_env: dict[str, str] | None = None,
+        dns_zones: str = "",
     ) -> None:
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="relaywarden-"))
@@ -51,14 +53,21 @@ class Stack:
         self.milter: MilterProcess | None = None
         self.postfix: PostfixInstance | None = None
         self.milter_env = milter_env or {}
+        # Every stack answers DNS itself: the milter never asks the machine's resolver.
+        self.dns = DnsServer(self.workdir / "dns", DEFAULT_ZONES + "\n" + dns_zones)
 
     def start(self) -> Stack:
         try:
             if self.redis is not None:
                 self.redis_url = self.redis.start(self.workdir / "redis")
             self.sink.start()
+            nameserver = self.dns.start()
             self.milter = MilterProcess(
-                self.policy, self.redis_url, self.workdir, env=self.milter_env
+                self.policy,
+                self.redis_url,
+                self.workdir,
+                env=self.milter_env,
+                nameservers=[nameserver],
             )
             self.milter.start()
             # Postfix's own user must traverse our temp dir (mkdtemp makes it 0700).
@@ -79,6 +88,7 @@ class Stack:
             self.postfix.stop if self.postfix else None,
             self.milter.stop if self.milter else None,
             self.sink.stop,
+            self.dns.stop,
             self.redis.stop if self.redis else None,
         ):
             if stop is not None:

@@ -20,6 +20,7 @@ import Milter
 from relaywarden import engine, metrics
 from relaywarden.checks import Stage
 from relaywarden.decisionlog import decision_fields, log_decision
+from relaywarden.dns import DnsSession
 from relaywarden.identity import Sender, identify
 from relaywarden.message import BodyDigest, IPAddress, Message, normalise_ip
 from relaywarden.milter.apply import apply_verdict, internal_error, set_reply
@@ -107,6 +108,7 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
             client_address=self.client_address, client_name=self.client_name, helo=self.helo
         )
         self.sender: Sender = identify(self.message)
+        self.dns: DnsSession | None = None  # one DNS budget per message, set at MAIL FROM
         self.digest = BodyDigest()
         # Findings from MAIL/RCPT that only take effect at end of message (quarantine).
         self.carried: list[Finding] = []
@@ -145,6 +147,7 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         msg.queue_id = self.getsymval("i") or ""
         rt = self.runtime
         self.sender = identify(msg, rt.inventory, rt.policy.identity.ipv6_prefix)
+        self.dns = rt.resolver.session() if rt.resolver is not None else None
         status = self._decide(Stage.MAIL)
         if status != Milter.CONTINUE:
             self._end_transaction()
@@ -213,7 +216,7 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
             self.sender,
             policy,
             rt.store,
-            rt.resolver,
+            self.dns,
             stage=stage,
             rcpt=rcpt,
             ref=self.ref,

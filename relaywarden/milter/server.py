@@ -50,10 +50,11 @@ def _fix_socket_mode(path: Path, mode: int, deadline: float) -> None:
         time.sleep(0.01)
 
 
-def run(runtime: Runtime) -> int:
+def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) -> int:
+    """Serve until SIGTERM. `factory` lets a benchmark run a variant of the adapter."""
     policy = runtime.policy
-    RelayWardenMilter.runtime = runtime
-    Milter.factory = RelayWardenMilter
+    factory.runtime = runtime
+    Milter.factory = factory
     Milter.set_flags(Milter.QUARANTINE | Milter.SETSYMLIST)
     if policy.metrics.listen:
         metrics.serve(policy.metrics.listen)

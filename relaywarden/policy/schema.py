@@ -11,6 +11,13 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from relaywarden.policy.forgery import (
+    BrandsSection,
+    DnsSection,
+    HeadersCheckSection,
+    RelaySection,
+    SenderCheckSection,
+)
 from relaywarden.policy.inventory import CustomerEntry
 from relaywarden.policy.limits import LimitsSection, Plan, check_plans
 from relaywarden.policy.types import Duration, Section, SubjectField
@@ -104,6 +111,8 @@ class AddressCheckSection(Section):
 
 class ChecksSection(Section):
     addresses: AddressCheckSection = AddressCheckSection()
+    headers: HeadersCheckSection = HeadersCheckSection()
+    sender: SenderCheckSection = SenderCheckSection()
 
 
 class LogSection(Section):
@@ -134,6 +143,9 @@ class Policy(Section):
     identity: IdentitySection = IdentitySection()
     plans: dict[str, Plan] = Field(default_factory=dict)
     limits: LimitsSection = LimitsSection()
+    relay: RelaySection = RelaySection()
+    dns: DnsSection = DnsSection()
+    brands: BrandsSection = BrandsSection()
 
     @model_validator(mode="after")
     def _unique_customers(self) -> Policy:

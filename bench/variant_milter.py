@@ -1,0 +1,51 @@
+"""The milter with one callback changed, for bench/dataflow.py.
+
+Variants: "answered" (as shipped: DATA gets a reply), "noreply" (DATA marked
+@noreply), "absent" (no DATA callback at all, as most milters are written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import Milter
+
+from relaywarden.decisionlog import setup_logging
+from relaywarden.milter.adapter import RelayWardenMilter
+from relaywarden.milter.server import run
+from relaywarden.runtime import Overrides, Runtime
+
+
+class NoReplyData(RelayWardenMilter):
+    @Milter.noreply
+    def data(self) -> int:
+        return int(Milter.CONTINUE)
+
+
+class AbsentData(RelayWardenMilter):
+    data = Milter.Base.data  # pymilter's @nocallback default: Postfix is told to skip DATA
+
+
+VARIANTS: dict[str, type[RelayWardenMilter]] = {
+    "answered": RelayWardenMilter,
+    "noreply": NoReplyData,
+    "absent": AbsentData,
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--variant", choices=sorted(VARIANTS), required=True)
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--listen", required=True)
+    parser.add_argument("--redis-url", required=True)
+    args = parser.parse_args()
+    runtime = Runtime.start(args.config, Overrides(listen=args.listen, redis_url=args.redis_url))
+    setup_logging("warning")
+    return run(runtime, VARIANTS[args.variant])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
