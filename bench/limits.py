@@ -13,9 +13,7 @@ import argparse
 import ipaddress
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import redis
 
@@ -25,33 +23,10 @@ from relaywarden.limits.fetch import fetch
 from relaywarden.message import Message, normalise_ip
 from relaywarden.policy import Policy, load_policy
 from relaywarden.store import RedisStore
-from tests.limits_support import transaction
+from tests.limits_support import count_round_trips, transaction
 
 POLICY = Path(__file__).resolve().parents[1] / "policies" / "large-provider.toml"
 TIME_BUDGET = 240.0  # seconds per measurement at most, whatever the counts
-
-
-def count_round_trips(client: redis.Redis) -> Callable[[], int]:
-    """Packets written to Redis: one per command, one per pipeline."""
-    sent = [0]
-    pool = client.connection_pool
-    original = pool.get_connection
-
-    def get_connection(*args: Any, **kw: Any) -> Any:
-        conn = original(*args, **kw)
-        if not getattr(conn, "_rw_counted", False):
-            inner = conn.send_packed_command
-
-            def send(*a: Any, **k: Any) -> Any:
-                sent[0] += 1
-                return inner(*a, **k)
-
-            conn.send_packed_command = send
-            conn._rw_counted = True
-        return conn
-
-    pool.get_connection = get_connection  # type: ignore[method-assign]
-    return lambda: sent[0]
 
 
 def vps_address(n: int) -> str:

@@ -4,10 +4,14 @@ the engine through whole transactions the way the milter adapter does."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+import redis
 
 from relaywarden import engine
-from relaywarden.checks import Stage
+from relaywarden.checks import Stage, blocks, limits
 from relaywarden.decisionlog import decision_fields
 from relaywarden.errors import StoreError
 from relaywarden.identity import Inventory, identify
@@ -15,6 +19,11 @@ from relaywarden.message import Message, normalise_ip
 from relaywarden.policy import Policy
 from relaywarden.store import Outcome, RedisStore
 from relaywarden.verdict import Action, Verdict
+
+
+# The limit path alone: the other checks (headers, senders) would add findings of
+# their own to these bare test messages, and findings shrink a VPS's limits.
+LIMIT_CHECKS = (limits.MAIL, blocks.CHECK, limits.RCPT, limits.EOM)
 
 
 @dataclass
@@ -47,14 +56,16 @@ def transaction(
         with contextlib.suppress(StoreError):  # as in the adapter: a record, not a gate
             store.finish(Outcome(msg, sender, verdict, fields))
 
-    verdict = engine.decide(msg, sender, policy, store, stage=Stage.MAIL)
+    verdict = engine.decide(msg, sender, policy, store, stage=Stage.MAIL, checks=LIMIT_CHECKS)
     if verdict.action not in (Action.ACCEPT, Action.QUARANTINE):
         record(verdict, Stage.MAIL)
         return Result(Stage.MAIL, verdict)
     carried = list(verdict.findings) if verdict.action == Action.QUARANTINE else []
     refused = []
     for rcpt in rcpts:
-        v = engine.decide(msg, sender, policy, store, stage=Stage.RCPT, rcpt=rcpt)
+        v = engine.decide(
+            msg, sender, policy, store, stage=Stage.RCPT, rcpt=rcpt, checks=LIMIT_CHECKS
+        )
         if v.action in (Action.ACCEPT, Action.QUARANTINE):
             msg.add_rcpt(rcpt)
         else:
@@ -63,8 +74,31 @@ def transaction(
     if not msg.rcpts:  # Postfix ends a transaction with no recipient before DATA
         return Result(Stage.RCPT, v, refused)
     msg.body_size = size
-    verdict = engine.decide(msg, sender, policy, store, stage=Stage.EOM)
+    verdict = engine.decide(msg, sender, policy, store, stage=Stage.EOM, checks=LIMIT_CHECKS)
     if carried:
         verdict = engine.combine([*carried, *verdict.findings], policy, verdict.ref)
     record(verdict, Stage.EOM)
     return Result(Stage.EOM, verdict, refused)
+
+
+def count_round_trips(client: redis.Redis) -> Callable[[], int]:
+    """Packets written to Redis: one per command, one per pipeline."""
+    sent = [0]
+    pool = client.connection_pool
+    original = pool.get_connection
+
+    def get_connection(*args: Any, **kw: Any) -> Any:
+        conn = original(*args, **kw)
+        if not getattr(conn, "_rw_counted", False):
+            inner = conn.send_packed_command
+
+            def send(*a: Any, **k: Any) -> Any:
+                sent[0] += 1
+                return inner(*a, **k)
+
+            conn.send_packed_command = send
+            conn._rw_counted = True
+        return conn
+
+    pool.get_connection = get_connection  # type: ignore[method-assign]
+    return lambda: sent[0]

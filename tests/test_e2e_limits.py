@@ -255,7 +255,12 @@ def test_redis_restart_reloads_scripts_and_no_error_reaches_the_client(warming: 
     replies = []
     for n in range(5):  # bounded: the first message after the restart may see the reconnect
         outcome = warming.fate(
-            warming.send("news@cafe.example", RCPT, message(subject=f"r{n}"), client="198.51.100.9")
+            warming.send(
+                "news@cafe.example",
+                RCPT,
+                message("news@cafe.example", f"r{n}"),
+                client="198.51.100.9",
+            )
         )
         replies.append(outcome.reply)
         if outcome.fate == "delivered":

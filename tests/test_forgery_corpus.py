@@ -34,6 +34,7 @@ POLICY = {
         "outbound_ips": ["192.0.2.10"],
     },
     "brands": {"protected": ["paypal.com"]},
+    "plans": {"small": {"messages": ["100000/1m"]}},  # a customer's plan must exist
     "customers": [
         {
             "id": "shop",

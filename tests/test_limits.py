@@ -29,7 +29,7 @@ from relaywarden.policy.limits import WebhookSection
 from relaywarden.store import RedisStore
 from relaywarden.subjects import parse_subject
 from relaywarden.verdict import Action
-from tests.limits_support import transaction
+from tests.limits_support import count_round_trips, transaction
 
 BASE: dict[str, Any] = {
     "plans": {
@@ -142,29 +142,6 @@ def test_two_round_trips_per_message(store: RedisStore) -> None:
         store, pol, rcpts=("a@example.org", "b@example.net", "c@example.com")
     ).accepted
     assert calls() == 2
-
-
-def count_round_trips(client: redis.Redis) -> Any:
-    """Count packets sent to Redis: one per command or per pipeline."""
-    sent = [0]
-    pool = client.connection_pool
-    original = pool.get_connection
-
-    def get_connection(*args: Any, **kw: Any) -> Any:
-        conn = original(*args, **kw)
-        if not getattr(conn, "_counted", False):
-            inner = conn.send_packed_command
-
-            def send(*a: Any, **k: Any) -> Any:
-                sent[0] += 1
-                return inner(*a, **k)
-
-            conn.send_packed_command = send
-            conn._counted = True
-        return conn
-
-    pool.get_connection = get_connection  # type: ignore[method-assign]
-    return lambda: sent[0]
 
 
 def test_warmup_starts_low_and_reaches_the_plan(store: RedisStore, clock: Any) -> None:
