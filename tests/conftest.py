@@ -11,11 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from relaywarden.devstack.milter import MilterProcess
 from relaywarden.devstack.postfix import PostfixInstance
+from relaywarden.devstack.redis import RedisServer
 from relaywarden.devstack.sink import Sink
 from relaywarden.devstack.stack import Stack
+from relaywarden.store import RedisStore
 
 TESTS = Path(__file__).parent
 E2E_POLICY = TESTS / "policies" / "e2e.toml"
@@ -70,3 +73,14 @@ def private_stack(tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-t
     yield start
     for stack in started:
         stack.stop()
+
+
+@pytest.fixture
+def redis_store(tmp_path: Path) -> Iterator[RedisStore]:
+    """A RedisStore on a redis-server of the test's own, stopped after it."""
+    server = RedisServer()
+    url = server.start(tmp_path)
+    try:
+        yield RedisStore(redis.Redis.from_url(url), "rwtest")
+    finally:
+        server.stop()

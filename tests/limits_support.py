@@ -20,7 +20,6 @@ from relaywarden.policy import Policy
 from relaywarden.store import Outcome, RedisStore
 from relaywarden.verdict import Action, Verdict
 
-
 # The limit path alone: the other checks (headers, senders) would add findings of
 # their own to these bare test messages, and findings shrink a VPS's limits.
 LIMIT_CHECKS = (limits.MAIL, blocks.CHECK, limits.RCPT, limits.EOM)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from hypothesis import strategies as st
 
 from relaywarden import audit
 from relaywarden.checks import limits as limits_check
-from relaywarden.devstack.redis import RedisServer
 from relaywarden.identity import Inventory
 from relaywarden.limits import escalation
 from relaywarden.limits.inventory import IndexedInventory, load_file
@@ -69,13 +67,8 @@ def policy(**extra: Any) -> Any:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[RedisStore]:
-    server = RedisServer()
-    url = server.start(tmp_path)
-    try:
-        yield RedisStore(redis.Redis.from_url(url), "rwtest")
-    finally:
-        server.stop()
+def store(redis_store: RedisStore) -> RedisStore:
+    return redis_store
 
 
 @pytest.fixture

@@ -54,12 +54,16 @@ def _open(config: Path | None, redis_url: str | None) -> tuple[Any, Any, Any]:
     return policy, store, IndexedInventory(merged(base, overrides))
 
 
-def _subject(text: str, policy: Any) -> Any:
+def _open_subject(
+    text: str, config: Path | None, redis_url: str | None
+) -> tuple[Any, Any, Any, Any]:
+    """`_open` plus the subject parsed (a `vps:` IPv6 address becomes its /64)."""
     from relaywarden.limits.status import normalise
     from relaywarden.subjects import SubjectError, parse_subject
 
+    policy, store, inventory = _open(config, redis_url)
     try:
-        return normalise(parse_subject(text), policy)
+        return policy, store, inventory, normalise(parse_subject(text), policy)
     except SubjectError as exc:
         raise _fail(str(exc)) from None
 
@@ -91,8 +95,7 @@ def block(
     from relaywarden.audit import cli_actor
     from relaywarden.policy.durations import parse_duration
 
-    policy, store, _ = _open(config, redis_url)
-    target = _subject(subject, policy)
+    _, store, _, target = _open_subject(subject, config, redis_url)
     try:
         duration = None if for_ == "ever" else parse_duration(for_)
         record = _guard(
@@ -118,8 +121,7 @@ def unblock(
     from relaywarden import blocking
     from relaywarden.audit import cli_actor
 
-    policy, store, _ = _open(config, redis_url)
-    target = _subject(subject, policy)
+    _, store, _, target = _open_subject(subject, config, redis_url)
     removed = _guard(lambda: blocking.unblock(store, target, actor=cli_actor(as_), reason=reason))
     typer.echo(f"unblocked {target}" if removed else f"{target} was not blocked")
 
@@ -134,8 +136,7 @@ def status(
     """Counters per window, effective limits and why, baseline, blocks, recent decisions."""
     from relaywarden.limits.status import subject_status
 
-    policy, store, inventory = _open(config, redis_url)
-    target = _subject(subject, policy)
+    policy, store, inventory, target = _open_subject(subject, config, redis_url)
     report = _guard(lambda: subject_status(store, policy, target, inventory))
     typer.echo(json.dumps(report, indent=2, default=str) if json_ else _text(report))
 
@@ -152,8 +153,7 @@ def reset(
     from relaywarden import audit
     from relaywarden.limits.status import reset_keys, scope_of, sender_for
 
-    policy, store, inventory = _open(config, redis_url)
-    target = _subject(subject, policy)
+    policy, store, inventory, target = _open_subject(subject, config, redis_url)
     scope = scope_of(target, policy, sender_for(target, policy, inventory))
     removed = _guard(lambda: reset_keys(store, scope))
     entry = audit.AuditEntry(

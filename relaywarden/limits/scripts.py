@@ -19,10 +19,12 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from relaywarden.store import redis_errors
 
-_SOURCES = {
-    name: resources.files("relaywarden.lua").joinpath(f"{name}.lua").read_text("utf-8")
-    for name in ("check", "commit")
-}
+
+def _read(name: str) -> str:
+    return resources.files("relaywarden.lua").joinpath(f"{name}.lua").read_text("utf-8")
+
+
+_SOURCES = {name: _read("prelude") + _read(name) for name in ("check", "commit")}
 SHA = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in _SOURCES.items()}
 
 PipelineBuilder = Callable[["redis.client.Pipeline"], None]

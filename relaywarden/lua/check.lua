@@ -43,19 +43,8 @@ at least the distinct members of the last W, at most those of the last 1.5 W,
 plus HyperLogLog's own standard error of 0.81%.
 ]==]
 
-local now
-if ARGV[1] == "" then
-  local t = redis.call("TIME")
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-else
-  now = tonumber(ARGV[1])
-end
-local spec = cjson.decode(ARGV[2])
+-- now, spec and fmt come from prelude.lua.
 local META = {"fs", "p", "pt", "bm", "br", "bd", "bt", "nb"}
-
-local function fmt(x)
-  return string.format("%.17g", x)
-end
 
 -- The whole hash in one call (it is small: nsub+1 fields per unit and window).
 local function fields_of(key)

@@ -26,18 +26,7 @@ about rate * w.
 Penalty: p' = p * 0.5^(dt/half_life) + add, so clean (or no) mail lets it decay.
 ]==]
 
-local now
-if ARGV[1] == "" then
-  local t = redis.call("TIME")
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-else
-  now = tonumber(ARGV[1])
-end
-local spec = cjson.decode(ARGV[2])
-
-local function fmt(x)
-  return string.format("%.17g", x)
-end
+-- now, spec and fmt come from prelude.lua.
 
 -- Stored numbers kept short (memory per VPS): times to the second, rates and
 -- penalties to 6 significant digits.
