@@ -17,13 +17,14 @@ from hypothesis import strategies as st
 
 from relaywarden import audit
 from relaywarden.checks import limits as limits_check
+from relaywarden.devstack.sink import Sink
 from relaywarden.identity import Inventory
 from relaywarden.limits import escalation
 from relaywarden.limits.inventory import IndexedInventory, load_file
 from relaywarden.limits.status import subject_status
 from relaywarden.policy import PolicyError, policy_from_dict
 from relaywarden.policy.inventory import CustomerEntry
-from relaywarden.policy.limits import WebhookSection
+from relaywarden.policy.limits import EmailSection, WebhookSection
 from relaywarden.store import RedisStore
 from relaywarden.subjects import parse_subject
 from relaywarden.verdict import Action
@@ -356,3 +357,22 @@ def test_customer_cap_global_ceiling_and_overrides(store: RedisStore) -> None:
     assert unknown == [True, True, False, False]
     last = transaction(store, pol, client="192.0.2.9").verdict
     assert any(f.evidence.get("scope") == "global" for f in last.findings)
+
+
+def test_notice_email_goes_through_an_smtp_server() -> None:
+    with Sink() as sink:
+        cfg = EmailSection(to=["abuse@example.net"], relay=f"127.0.0.1:{sink.port}")
+        notice = {
+            "subject": "vps:203.0.113.7",
+            "action": "reject",
+            "duration": "1h",
+            "reason": "automatic: 10 rate-limit hits or bursts within 1h",
+            "unblock": "relaywarden unblock vps:203.0.113.7 --reason TEXT",
+        }
+        assert escalation.send_email(cfg, notice, sleep=lambda s: None)
+        [mail] = sink.wait_for(1)
+    assert mail.rcpt_tos == ("abuse@example.net",)
+    assert mail.subject == "RelayWarden automatic block: vps:203.0.113.7"
+    assert b"relaywarden unblock vps:203.0.113.7" in mail.raw
+    dead = EmailSection(to=["abuse@example.net"], relay="127.0.0.1:1", attempts=2)
+    assert not escalation.send_email(dead, notice, sleep=lambda s: None)

@@ -1,5 +1,5 @@
 """Escalation: repeated limit hits or bursts block the subject automatically, for
-longer each time, and the abuse team is told.
+longer each time, and the abuse team is told (webhook and/or email).
 
 Blocking and notifying happen on one background thread fed by a bounded queue:
 a milter thread only enqueues, so a slow webhook or a Redis hiccup here never
@@ -11,17 +11,20 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import smtplib
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from typing import Any
 
 from relaywarden import blocking
 from relaywarden.errors import StoreError
 from relaywarden.policy import Policy
 from relaywarden.policy.durations import format_duration
-from relaywarden.policy.limits import WebhookSection
+from relaywarden.policy.limits import EmailSection, WebhookSection
 from relaywarden.store import RedisStore
 from relaywarden.subjects import Subject
 
@@ -81,23 +84,57 @@ def escalate(job: Job, now: float | None = None) -> dict[str, Any] | None:
     }
 
 
+def retrying(
+    what: str, attempts: int, backoff: float, send: Callable[[], bool], sleep: Any
+) -> bool:
+    """Try `send` up to `attempts` times, waiting backoff, 2 x backoff, ... between."""
+    for attempt in range(attempts):
+        try:
+            if send():
+                return True
+        except OSError as exc:  # URLError, HTTPError, SMTPException, timeouts
+            log.warning("%s attempt %d failed: %s", what, attempt + 1, exc)
+        if attempt + 1 < attempts:
+            sleep(backoff * 2**attempt)
+    log.error("%s gave up after %d attempts", what, attempts)
+    return False
+
+
 def post_webhook(cfg: WebhookSection, notice: dict[str, Any], sleep: Any = time.sleep) -> bool:
     """POST the notice as JSON; retried with exponential backoff, `attempts` at most."""
     body = json.dumps(notice, default=str).encode()
-    for attempt in range(cfg.attempts):
+
+    def send() -> bool:
         request = urllib.request.Request(
             cfg.url, data=body, method="POST", headers={"Content-Type": "application/json"}
         )
-        try:
-            with urllib.request.urlopen(request, timeout=cfg.timeout) as response:
-                if 200 <= response.status < 300:
-                    return True
-        except OSError as exc:  # URLError, HTTPError and timeouts are all OSErrors
-            log.warning("webhook attempt %d failed: %s", attempt + 1, exc)
-        if attempt + 1 < cfg.attempts:
-            sleep(cfg.backoff * 2**attempt)
-    log.error("webhook gave up after %d attempts for %s", cfg.attempts, notice.get("subject"))
-    return False
+        with urllib.request.urlopen(request, timeout=cfg.timeout) as response:
+            return 200 <= response.status < 300
+
+    return retrying("webhook", cfg.attempts, cfg.backoff, send, sleep)
+
+
+def send_email(cfg: EmailSection, notice: dict[str, Any], sleep: Any = time.sleep) -> bool:
+    """Mail the notice to the abuse team through the relay; retried like the webhook."""
+    mail = EmailMessage()
+    mail["From"] = cfg.sender
+    mail["To"] = ", ".join(cfg.to)
+    # The subject is validated (no control characters): safe in a header.
+    mail["Subject"] = f"RelayWarden automatic block: {notice['subject']}"
+    mail.set_content(
+        f"{notice['subject']} was blocked automatically ({notice['action']}) "
+        f"for {notice['duration']}: {notice['reason']}.\n\n"
+        f"To lift it: {notice['unblock']}\n\nThe notice:\n"
+        + json.dumps(notice, indent=2, default=str)
+    )
+    host, _, port = cfg.relay.rpartition(":")
+
+    def send() -> bool:
+        with smtplib.SMTP(host, int(port), timeout=cfg.timeout) as smtp:
+            smtp.send_message(mail)
+        return True
+
+    return retrying("notice email", cfg.attempts, cfg.backoff, send, sleep)
 
 
 class Escalator:
@@ -127,9 +164,11 @@ class Escalator:
                 notice = escalate(job)
                 if notice is not None:
                     log.warning("automatic block: %s", json.dumps(notice, default=str))
-                    cfg = job.policy.limits.escalation.webhook
-                    if cfg.url:
-                        post_webhook(cfg, notice)
+                    esc = job.policy.limits.escalation
+                    if esc.webhook.url:
+                        post_webhook(esc.webhook, notice)
+                    if esc.email.to:
+                        send_email(esc.email, notice)
             except Exception:  # the thread must outlive any one job
                 log.exception("escalation of %s failed", job.subject)
             finally:

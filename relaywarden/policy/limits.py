@@ -147,6 +147,24 @@ class WebhookSection(Section):
         return value
 
 
+class EmailSection(Section):
+    # Empty: no email. Else the notice goes to these addresses through `relay`.
+    to: list[str] = Field(default_factory=list)
+    sender: str = "relaywarden@localhost"
+    relay: str = "127.0.0.1:25"
+    timeout: Duration = 10.0
+    attempts: int = Field(default=3, ge=1, le=20)
+    backoff: Duration = 5.0
+
+    @field_validator("relay")
+    @classmethod
+    def _relay(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("HOST:PORT of an SMTP server, e.g. '127.0.0.1:25'")
+        return value
+
+
 class EscalationSection(Section):
     enabled: bool = True
     # This many limit hits (or bursts) within `period` block the subject ...
@@ -160,6 +178,7 @@ class EscalationSection(Section):
     memory: Duration = 30 * 86400.0
     action: Literal["reject", "tempfail"] = "reject"
     webhook: WebhookSection = WebhookSection()
+    email: EmailSection = EmailSection()
 
 
 class InventorySection(Section):
