@@ -109,7 +109,7 @@ def post_webhook(cfg: WebhookSection, notice: dict[str, Any], sleep: Any = time.
             cfg.url, data=body, method="POST", headers={"Content-Type": "application/json"}
         )
         with urllib.request.urlopen(request, timeout=cfg.timeout) as response:
-            return 200 <= response.status < 300
+            return bool(200 <= response.status < 300)
 
     return retrying("webhook", cfg.attempts, cfg.backoff, send, sleep)
 
