@@ -233,9 +233,10 @@ def plan_named(plans: dict[str, Plan], name: str) -> Plan | None:
 
 def check_plans(plans: dict[str, Plan], limits: LimitsSection, used: list[str]) -> None:
     """Every plan a customer or an override names exists (`default` always does)."""
-    named = [*used, *(o.plan for o in limits.overrides if o.plan)]
-    missing = sorted({p for p in named if plan_named(plans, p) is None})
+    named = [(f"customers[{n}].plan", p) for n, p in enumerate(used)]
+    named += [(f"limits.overrides[{n}].plan", o.plan) for n, o in enumerate(limits.overrides)]
+    missing = [
+        f"{where}: unknown plan {p!r}" for where, p in named if p and not plan_named(plans, p)
+    ]
     if missing:
-        raise ValueError(
-            f"unknown plan {', '.join(map(repr, missing))}; define it under [plans.NAME]"
-        )
+        raise ValueError("; ".join(missing) + " (define it as [plans.NAME])")
