@@ -13,10 +13,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-# Short ids are upper-case hex; long ids (enable_long_queue_ids) are a base-52
-# time stamp of digits and consonants, a 'z', and more of the same.
-_B52 = "0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y"
-_QUEUE_ID = re.compile(rf"^(?:[0-9A-F]{{6,20}}|[{_B52}]{{6,24}}z[{_B52}]{{1,24}})$")
+# Short ids are upper-case hex. Long ids (enable_long_queue_ids) are the time in
+# base 52 (digits and consonants, 'z' included), a 'z', then the inode number in
+# base 51 (the same alphabet without 'z').
+_B51 = "0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y"
+_QUEUE_ID = re.compile(rf"^(?:[0-9A-F]{{6,20}}|[{_B51}z]{{6,24}}z[{_B51}]{{1,16}})$")
 
 
 class QueueIdError(ValueError):
