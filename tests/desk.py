@@ -40,9 +40,12 @@ def hold(
     login: str = "",
     from_header: bytes | None = None,
     body: bytes | None = None,
+    extra_headers: list[bytes] | None = None,
 ) -> str:
     """Send a message the policy quarantines; returns its queue id once it is held."""
-    data = message(HELD_SENDER, subject=subject, from_header=from_header)
+    data = message(
+        HELD_SENDER, subject=subject, from_header=from_header, extra_headers=extra_headers
+    )
     if body is not None:
         data = data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n" + body
     result = stack.send(HELD_SENDER, ["buyer@example.org"], data, client=client, login=login)

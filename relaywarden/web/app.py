@@ -81,6 +81,40 @@ class UnblockBody(BaseModel):
     reason: str = Field(default="", max_length=200)
 
 
+# -- who is asking (module level: FastAPI resolves these annotations by name) ----
+def session(request: Request) -> WebSession:
+    auth: Auth = request.app.state.auth
+    found = auth.session(request.cookies.get(SESSION_COOKIE))
+    if found is None:
+        raise LoginRequired()
+    return found
+
+
+Viewer = Annotated[WebSession, Depends(session)]
+
+
+def operator(s: Viewer) -> WebSession:
+    if not s.operator:
+        raise HTTPException(403, "only an operator may do this")
+    return s
+
+
+def form_operator(s: Viewer, csrf: Annotated[str, Form()] = "") -> WebSession:
+    if not same(csrf, s.csrf):
+        raise HTTPException(403, "missing or wrong CSRF token")
+    return operator(s)
+
+
+def api_operator(s: Viewer, x_csrf_token: Annotated[str | None, Header()] = None) -> WebSession:
+    if not same(x_csrf_token, s.csrf):
+        raise HTTPException(403, "missing or wrong CSRF token (X-CSRF-Token)")
+    return operator(s)
+
+
+Operator = Annotated[WebSession, Depends(form_operator)]
+ApiOperator = Annotated[WebSession, Depends(api_operator)]
+
+
 def create_app(desk: Desk, cfg: WebSection) -> FastAPI:
     auth = Auth(desk.store, cfg)
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)
@@ -94,6 +128,7 @@ def create_app(desk: Desk, cfg: WebSection) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
+    app.state.auth = auth
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
@@ -134,33 +169,6 @@ def create_app(desk: Desk, cfg: WebSection) -> FastAPI:
     async def _down(request: Request, exc: Exception) -> Response:
         # The detail stays in the server log; the page only says what failed.
         return _error(request, 503, "a backend (Redis or Postfix) is not answering")
-
-    # -- who is asking -----------------------------------------------------
-    def session(request: Request) -> WebSession:
-        found = auth.session(request.cookies.get(SESSION_COOKIE))
-        if found is None:
-            raise LoginRequired()
-        return found
-
-    Viewer = Annotated[WebSession, Depends(session)]
-
-    def operator(s: Viewer) -> WebSession:
-        if not s.operator:
-            raise HTTPException(403, "only an operator may do this")
-        return s
-
-    def form_operator(s: Viewer, csrf: Annotated[str, Form()] = "") -> WebSession:
-        if not same(csrf, s.csrf):
-            raise HTTPException(403, "missing or wrong CSRF token")
-        return operator(s)
-
-    def api_operator(s: Viewer, x_csrf_token: Annotated[str | None, Header()] = None) -> WebSession:
-        if not same(x_csrf_token, s.csrf):
-            raise HTTPException(403, "missing or wrong CSRF token (X-CSRF-Token)")
-        return operator(s)
-
-    Operator = Annotated[WebSession, Depends(form_operator)]
-    ApiOperator = Annotated[WebSession, Depends(api_operator)]
 
     # -- login ----------------------------------------------------------------
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
