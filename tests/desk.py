@@ -22,11 +22,14 @@ def desk_policy(stack: Stack, path: Path, *, relay_name: str = "", extra: str = 
     """The e2e policy plus where this stack's Postfix lives and two web users."""
     assert stack.postfix is not None
     relay = f'relay_name = "{relay_name}"\n' if relay_name else ""
+    users = "".join(
+        f'\n[[web.users]]\nname = "{name}"\nrole = "{role}"\npassword_hash = "{_HASHES[name]}"\n'
+        for name, role in (("olga", "operator"), ("victor", "viewer"))
+    )
     path.write_text(
         E2E_POLICY.read_text()
         + f'\n[quarantine]\npostfix_config_dir = "{stack.postfix.config_dir}"\n{relay}'
-        + f'\n[[web.users]]\nname = "olga"\nrole = "operator"\npassword_hash = "{_HASHES["olga"]}"\n'
-        + f'\n[[web.users]]\nname = "victor"\nrole = "viewer"\npassword_hash = "{_HASHES["victor"]}"\n'
+        + users
         + extra
     )
     return path
