@@ -30,7 +30,10 @@ class WebProcess:
             "--config", str(self.policy),
             "--redis-url", self.redis_url,
         ]  # fmt: skip
-        self.proc = Proc(argv, "relaywarden-web", self.log_path, env=env, cwd=PROJECT_ROOT)
+        # Own session: Ctrl-C in `relaywarden demo --web` is the demo's to handle.
+        self.proc = Proc(
+            argv, "relaywarden-web", self.log_path, env=env, cwd=PROJECT_ROOT, new_session=True
+        )
         try:
             wait_for_port(LOOPBACK, self.port, timeout, "relaywarden web")
         except TimeoutError:
