@@ -189,3 +189,42 @@ def test_action_for_another_relay_is_queued_and_applied_by_its_agent(
     assert all(a["actor"] == "ana" for a in entries)
     listed = json.loads(cli(here, stack.redis_url, "quarantine", "list", "--json").stdout)
     assert next(e for e in listed if e["queue_id"] == qid)["state"] == "released"
+
+
+def test_agent_thread_in_relaywarden_run_applies_queued_actions(
+    private_stack, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+    import tempfile
+
+    # Postfix's config dir must be known to the milter's policy before it starts,
+    # so the stack gets a work dir of our choosing (under /tmp: Postfix's own
+    # user must traverse it, which pytest's 0700 tmp_path forbids).
+    workdir = Path(tempfile.mkdtemp(prefix="relaywarden-agent-"))
+    stack = None
+    try:
+        config_dir = workdir / "postfix" / "etc"
+        policy = (
+            '[[blocks]]\nsubject = "sender:promo@shop.example"\naction = "quarantine"\n'
+            'reason = "review"\n\n'
+            f'[quarantine]\nagent = true\npostfix_config_dir = "{config_dir}"\n'
+        )
+        stack = private_stack(policy, workdir=workdir)
+        qid = hold(stack, "agent thread e2e", client="203.0.113.27")
+        elsewhere = desk_policy(stack, tmp_path / "elsewhere.toml", relay_name="desk-host")
+        out = cli(elsewhere, stack.redis_url, "quarantine", "delete", qid, "--yes", "--as", "ana")
+        assert "delete queued" in out.stdout, out.stderr
+        assert stack.postfix is not None
+        stack.postfix.wait_queue(
+            lambda entries: not any(e["queue_id"] == qid for e in entries), 60, "the delete"
+        )
+        agent_entry = next(a for a in audit_log(elsewhere, stack) if a["via"] == "agent")
+        assert (agent_entry["target"], agent_entry["action"], agent_entry["actor"]) == (
+            qid,
+            "delete",
+            "ana",
+        )
+    finally:
+        if stack is not None:
+            stack.stop()  # before its directory goes
+        shutil.rmtree(workdir, ignore_errors=True)
