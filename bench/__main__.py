@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["bench.dataflow", "bench.headers"]
+BENCHES = ["bench.dataflow", "bench.headers", "bench.desk"]
 
 for name in BENCHES:
     print(f"\n=== {name} ===", flush=True)

@@ -14,7 +14,7 @@ from relaywarden.cli.desk import (
     SinceOpt,
     desk_errors,
     dump,
-    policy_or_exit,
+    open_desk,
     since_epoch,
     when,
 )
@@ -28,10 +28,8 @@ def audit_cmd(
     redis_url: RedisOpt = None,
 ) -> None:
     """The audit log, newest first."""
-    from relaywarden.desk.service import Desk
-
     with desk_errors():
-        entries = Desk.from_policy(policy_or_exit(config), redis_url).audit(since_epoch(since))
+        entries = open_desk(config, redis_url).audit(since_epoch(since))
     if json_out:
         dump([asdict(e) for e in entries])
         return

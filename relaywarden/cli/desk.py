@@ -7,12 +7,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from relaywarden.policy import Policy, PolicyError, load_policy
 from relaywarden.policy.durations import parse_duration
+
+if TYPE_CHECKING:
+    from relaywarden.desk.service import Desk
 
 ConfigOpt = Annotated[
     Path | None,
@@ -39,6 +42,12 @@ def policy_or_exit(config: Path | None) -> Policy:
         for line in exc.errors:
             typer.echo(line, err=True)
         raise typer.Exit(2) from None
+
+
+def open_desk(config: Path | None, redis_url: str | None) -> Desk:
+    from relaywarden.desk.service import Desk
+
+    return Desk.from_policy(policy_or_exit(config), redis_url)
 
 
 def since_epoch(text: str | None) -> float:

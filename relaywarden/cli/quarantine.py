@@ -18,7 +18,7 @@ from relaywarden.cli.desk import (
     SinceOpt,
     desk_errors,
     dump,
-    policy_or_exit,
+    open_desk,
     since_epoch,
     when,
 )
@@ -35,12 +35,6 @@ RelayOpt = Annotated[
 ]
 
 
-def _desk(config: ConfigOpt, redis_url: str | None):  # type: ignore[no-untyped-def]
-    from relaywarden.desk.service import Desk
-
-    return Desk.from_policy(policy_or_exit(config), redis_url)
-
-
 @quarantine.command("list")
 def list_cmd(
     customer: CustomerOpt = None,
@@ -52,7 +46,7 @@ def list_cmd(
 ) -> None:
     """Held messages, newest first."""
     with desk_errors():
-        entries = _desk(config, redis_url).entries(
+        entries = open_desk(config, redis_url).entries(
             customer=customer, vps=vps, since=since_epoch(since)
         )
     if json_out:
@@ -78,7 +72,7 @@ def show_cmd(
 ) -> None:
     """A held message: headers, a plain-text preview, findings, the sender's status."""
     with desk_errors():
-        view = _desk(config, redis_url).show(queue_id, relay)
+        view = open_desk(config, redis_url).show(queue_id, relay)
     e = view.entry
     if json_out:
         dump(
@@ -143,7 +137,7 @@ def _act(
     with desk_errors():
         for qid in queue_ids:  # every id checked before anything is done
             check_queue_id(qid)
-        desk = _desk(config, redis_url)
+        desk = open_desk(config, redis_url)
         if queue_ids:
             entries = [desk.find(qid, relay) for qid in queue_ids]
         else:
@@ -173,36 +167,28 @@ YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confir
 IdsArg = Annotated[list[str] | None, typer.Argument(help="Postfix queue ids.")]
 
 
-@quarantine.command("release")
-def release_cmd(
-    queue_ids: IdsArg = None,
-    vps: VpsOpt = None,
-    customer: CustomerOpt = None,
-    relay: RelayOpt = None,
-    yes: YesOpt = False,
-    reason: ReasonOpt = "",
-    actor: AsOpt = None,
-    config: ConfigOpt = None,
-    redis_url: RedisOpt = None,
-) -> None:
-    """Release held messages: out of the hold queue and delivered now."""
-    _act("release", queue_ids or [], vps, customer, relay, yes, reason, actor, config, redis_url)
+def _queue_command(action: str, doc: str) -> None:
+    """`quarantine release` and `quarantine delete`: the same options, one action each."""
+
+    def command(
+        queue_ids: IdsArg = None,
+        vps: VpsOpt = None,
+        customer: CustomerOpt = None,
+        relay: RelayOpt = None,
+        yes: YesOpt = False,
+        reason: ReasonOpt = "",
+        actor: AsOpt = None,
+        config: ConfigOpt = None,
+        redis_url: RedisOpt = None,
+    ) -> None:
+        _act(action, queue_ids or [], vps, customer, relay, yes, reason, actor, config, redis_url)
+
+    command.__doc__ = doc
+    quarantine.command(action)(command)
 
 
-@quarantine.command("delete")
-def delete_cmd(
-    queue_ids: IdsArg = None,
-    vps: VpsOpt = None,
-    customer: CustomerOpt = None,
-    relay: RelayOpt = None,
-    yes: YesOpt = False,
-    reason: ReasonOpt = "",
-    actor: AsOpt = None,
-    config: ConfigOpt = None,
-    redis_url: RedisOpt = None,
-) -> None:
-    """Delete held messages from the hold queue (nothing is sent)."""
-    _act("delete", queue_ids or [], vps, customer, relay, yes, reason, actor, config, redis_url)
+_queue_command("release", "Release held messages: out of the hold queue and delivered now.")
+_queue_command("delete", "Delete held messages from the hold queue (nothing is sent).")
 
 
 @app.command()
@@ -212,7 +198,7 @@ def agent(config: ConfigOpt = None, redis_url: RedisOpt = None) -> None:
 
     from relaywarden.decisionlog import setup_logging
 
-    desk = _desk(config, redis_url)
+    desk = open_desk(config, redis_url)
     setup_logging("info")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

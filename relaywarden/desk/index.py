@@ -14,7 +14,7 @@ import json
 import time
 import unicodedata
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import redis
@@ -34,12 +34,13 @@ def sanitise(text: str | None, cap: int) -> str:
     overrides) dropped, whitespace collapsed, length capped."""
     if not text:
         return ""
-    kept = "".join(
-        " " if ch in "\t\r\n" else ch
-        for ch in text
-        if ch in "\t\r\n" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co")
-    )
-    line = " ".join(kept.split())
+    if not (text.isascii() and text.isprintable()):  # the common case skips the slow walk
+        text = "".join(
+            " " if ch in "\t\r\n" else ch
+            for ch in text
+            if ch in "\t\r\n" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co")
+        )
+    line = " ".join(text.split())
     return line if len(line) <= cap else line[: cap - 1] + "…"
 
 
@@ -129,9 +130,10 @@ def _member(entry: Entry) -> str:
 
 
 def _stored(entry: Entry) -> str:
-    data = asdict(entry)
-    data.pop("in_hold")
-    return json.dumps(data)
+    # Shallow on purpose: asdict() deep-copies every finding, on the milter's hot path.
+    return json.dumps(
+        {f.name: getattr(entry, f.name) for f in fields(Entry) if f.name != "in_hold"}
+    )
 
 
 def queue_write(

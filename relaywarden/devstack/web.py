@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 from relaywarden.devstack.milter import PROJECT_ROOT
-from relaywarden.devstack.procs import LOOPBACK, Proc, free_port, wait_for_port
+from relaywarden.devstack.procs import LOOPBACK, Proc, StopsOnExit, free_port, wait_for_port
 
 
-class WebProcess:
+class WebProcess(StopsOnExit):
     def __init__(self, policy: Path, redis_url: str, workdir: Path) -> None:
         self.policy = policy
         self.redis_url = redis_url
@@ -46,6 +46,3 @@ class WebProcess:
 
     def __enter__(self) -> WebProcess:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
