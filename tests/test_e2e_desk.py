@@ -228,3 +228,19 @@ def test_agent_thread_in_relaywarden_run_applies_queued_actions(
         if stack is not None:
             stack.stop()  # before its directory goes
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_message_gone_from_hold_queue_is_shown_as_such(stack: Stack, policy: Path) -> None:
+    qid = hold(stack, "vanished e2e", client="203.0.113.28")
+    assert stack.postfix is not None
+    stack.postfix.postsuper("-d", qid, "hold")  # e.g. an admin's own postsuper
+    listed = json.loads(cli(policy, stack.redis_url, "quarantine", "list", "--json").stdout)
+    entry = next(e for e in listed if e["queue_id"] == qid)
+    assert (entry["state"], entry["in_hold"], entry["shown_state"]) == (
+        "held",
+        False,
+        "left the hold queue",
+    )
+    shown = json.loads(cli(policy, stack.redis_url, "quarantine", "show", qid, "--json").stdout)
+    assert shown["preview"] is None
+    assert shown["preview_note"] == "the message is no longer in the hold queue"
