@@ -153,3 +153,26 @@ def test_chart_bars_scale_to_the_busiest_hour() -> None:
 def test_bad_desk_settings_are_refused(section: str, key: str, value: object) -> None:
     with pytest.raises(PolicyError, match=f"{section}.{key}"):
         policy_from_dict({section: {key: value}})
+
+
+def test_hash_password_prints_an_argon2_hash_the_policy_accepts() -> None:
+    import subprocess
+    import sys
+
+    from argon2 import PasswordHasher
+
+    from relaywarden.devstack.milter import PROJECT_ROOT
+
+    argv = [sys.executable, "-m", "relaywarden", "web", "hash-password", "--stdin"]
+    out = subprocess.run(
+        argv, input="correct horse\n", capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT
+    )
+    assert out.returncode == 0, out.stderr
+    digest = out.stdout.strip()
+    assert PasswordHasher().verify(digest, "correct horse")
+    user = {"name": "ana", "role": "operator", "password_hash": digest}
+    assert policy_from_dict({"web": {"users": [user]}}).web.users[0].role == "operator"
+    short = subprocess.run(
+        argv, input="short\n", capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT
+    )
+    assert short.returncode == 2 and not short.stdout
