@@ -13,9 +13,20 @@ def attach(runtime: Runtime) -> threading.Event:
     """Called once by `relaywarden run`. Returns the event that stops the agent thread."""
     index.install(lambda: runtime.policy)
     stop = threading.Event()
-    if runtime.policy.quarantine.agent:
-        desk = Desk.from_policy(runtime.policy, runtime.policy.redis.url)
-        threading.Thread(
-            target=desk.serve_jobs, args=(stop,), name="desk-agent", daemon=True
-        ).start()
+    threading.Thread(target=_serve, args=(runtime, stop), name="desk-agent", daemon=True).start()
     return stop
+
+
+def _serve(runtime: Runtime, stop: threading.Event, idle: float = 1.0) -> None:
+    """Apply queued actions while `[quarantine] agent` is on, following reloads
+    (a new relay name or Postfix directory applies to the next action)."""
+    desk: Desk | None = None
+    built_for: tuple[object, object] | None = None
+    while not stop.is_set():
+        policy = runtime.policy
+        if not policy.quarantine.agent:
+            stop.wait(idle)
+            continue
+        if desk is None or built_for != (policy.quarantine, policy.redis):
+            desk, built_for = Desk.from_policy(policy), (policy.quarantine, policy.redis)
+        desk.serve_one(stop)

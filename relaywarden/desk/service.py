@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -309,14 +308,11 @@ class Desk:
     def serve_jobs(self, stop: threading.Event, wait: float = 1.0) -> None:
         """The relay agent: apply queued actions until `stop` is set."""
         while not stop.is_set():
-            try:
-                self.run_job(wait)
-            except Exception:  # a bad job or a Redis outage must not end the agent
-                log.exception("desk agent")
-                stop.wait(min(wait, 5.0))
+            self.serve_one(stop, wait)
 
-
-def since_seconds_ago(seconds: float | None, now: float | None = None) -> float:
-    if not seconds:
-        return 0.0
-    return (time.time() if now is None else now) - seconds
+    def serve_one(self, stop: threading.Event, wait: float = 1.0) -> None:
+        try:
+            self.run_job(wait)
+        except Exception:  # a bad job or a Redis outage must not end the agent
+            log.exception("desk agent")
+            stop.wait(min(wait, 5.0))
