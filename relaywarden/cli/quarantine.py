@@ -104,7 +104,12 @@ def show_cmd(
         typer.echo(
             f"  blocked {b.subject}: {b.action} until {when(b.until)} ({b.reason}, by {b.set_by})"
         )
-    typer.echo(f"  decisions in the last 24 h: {sum(status.per_hour)}")
+    typer.echo(f"  decisions in the last 24 h: {sum(status.per_hour)}; latest:")
+    for d in status.recent[:5]:
+        typer.echo(
+            f"    {when(d['_time'])}  {d.get('action')}  score {d.get('score')}"
+            f"  queue id {d.get('queue_id') or '-'}"
+        )
     if view.preview is None:
         typer.echo(f"\n({view.preview_note})")
         return
