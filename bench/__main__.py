@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["bench.dataflow", "bench.headers", "bench.limits"]
+BENCHES = ["bench.dataflow", "bench.headers", "bench.desk", "bench.limits"]
 
 for name in BENCHES:
     print(f"\n=== {name} ===", flush=True)

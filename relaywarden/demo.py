@@ -46,6 +46,7 @@ def run_demo(
     policy: Path = DEMO_POLICY,
     echo: Callable[[str], None] = print,
     cases: list[Case] = CASES,
+    web: bool = False,
 ) -> list[Outcome]:
     echo("Starting redis-server, the sink, RelayWarden and a private Postfix on loopback…")
     outcomes = []
@@ -63,6 +64,10 @@ def run_demo(
             outcomes.append(stack.fate(result))
         echo(table(cases, outcomes))
         echo(burst_table(run_burst(stack)))
+        if web:
+            serve_desk(stack, policy, echo)
+        else:
+            echo(WEB_HINT)
     echo("\nAll demo processes stopped.")
     return outcomes
 
@@ -80,6 +85,43 @@ def table(cases: list[Case], outcomes: list[Outcome]) -> str:
         if n == 0:
             lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 10)
     return "\n".join(lines)
+
+
+DEMO_LOGIN = ("demo", "demo-password")
+WEB_HINT = (
+    "\nThe held message waits in the abuse team's desk: run `relaywarden demo --web` "
+    "to keep the stack up and review it in a browser (login demo / demo-password)."
+)
+
+
+def serve_desk(stack: Stack, policy: Path, echo: Callable[[str], None]) -> None:
+    """Serve the desk over the demo stack until Ctrl-C (or SIGTERM)."""
+    import signal
+    import threading
+
+    from relaywarden.devstack.web import WebProcess
+    from relaywarden.web.auth import hash_password
+
+    assert stack.postfix is not None
+    desk_policy = stack.workdir / "desk.toml"
+    desk_policy.write_text(
+        policy.read_text()
+        + f'\n[quarantine]\npostfix_config_dir = "{stack.postfix.config_dir}"\n'
+        + f'\n[[web.users]]\nname = "{DEMO_LOGIN[0]}"\nrole = "operator"\n'
+        + f'password_hash = "{hash_password(DEMO_LOGIN[1])}"\n'
+    )
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        with WebProcess(desk_policy, stack.redis_url, stack.workdir) as web:
+            echo(f"\nThe abuse team's desk: {web.url}/  (login {DEMO_LOGIN[0]} / {DEMO_LOGIN[1]})")
+            echo("Release the held message there and it reaches the sink. Ctrl-C stops everything.")
+            stop.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # A burst: one VPS of plan "small" (5 messages a minute) blasts while two other

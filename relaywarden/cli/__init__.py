@@ -13,12 +13,7 @@ app = typer.Typer(
 )
 
 # Imported for their side effect of registering commands on `app`.
-from relaywarden.cli import (  # noqa: E402,F401
-    config,
-    demo,
-    limits,
-    run,
-)
+from relaywarden.cli import audit, config, demo, limits, quarantine, run, web  # noqa: E402,F401
 
 
 def main() -> None:

@@ -15,8 +15,11 @@ def demo(
     policy: Annotated[
         Path | None, typer.Option(help="Policy file (default: policies/demo.toml).")
     ] = None,
+    web: Annotated[
+        bool, typer.Option("--web", help="Then serve the abuse team's desk until Ctrl-C.")
+    ] = False,
 ) -> None:
     """Start Redis, a sink, the milter and a private Postfix on loopback; send a traffic mix."""
     from relaywarden.demo import DEMO_POLICY, run_demo
 
-    run_demo(policy or DEMO_POLICY, echo=typer.echo)
+    run_demo(policy or DEMO_POLICY, echo=typer.echo, web=web)

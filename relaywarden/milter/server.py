@@ -21,6 +21,7 @@ import Milter
 import milter as libmilter  # pymilter's C module, for smfi_stop
 
 from relaywarden import metrics
+from relaywarden.desk import agent
 from relaywarden.milter.adapter import TRANSACTIONS, RelayWardenMilter
 from relaywarden.runtime import Runtime
 
@@ -56,6 +57,7 @@ def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) 
     factory.runtime = runtime
     Milter.factory = factory
     Milter.set_flags(Milter.QUARANTINE | Milter.SETSYMLIST)
+    agent.attach(runtime)  # quarantine index hook; queued desk actions if enabled
     if policy.metrics.listen:
         metrics.serve(policy.metrics.listen)
 

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from relaywarden.policy.desk import QuarantineSection, WebSection
 from relaywarden.policy.forgery import (
     BrandsSection,
     DnsSection,
@@ -146,6 +147,8 @@ class Policy(Section):
     relay: RelaySection = RelaySection()
     dns: DnsSection = DnsSection()
     brands: BrandsSection = BrandsSection()
+    quarantine: QuarantineSection = QuarantineSection()
+    web: WebSection = WebSection()
 
     @model_validator(mode="after")
     def _unique_customers(self) -> Policy:

@@ -1,0 +1,84 @@
+"""Options and helpers shared by the abuse team's commands (quarantine, audit, web, agent)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from relaywarden.policy import Policy, PolicyError, load_policy
+from relaywarden.policy.durations import parse_duration
+
+if TYPE_CHECKING:
+    from relaywarden.desk.service import Desk
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Policy file (default: policies/default.toml)."),
+]
+RedisOpt = Annotated[
+    str | None, typer.Option("--redis-url", help="Redis URL, overrides [redis] url.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+SinceOpt = Annotated[
+    str | None, typer.Option("--since", help="Only the last DURATION, e.g. 30m, 2h, 7d.")
+]
+AsOpt = Annotated[
+    str | None,
+    typer.Option("--as", help="Acting operator for the audit log (default: login name)."),
+]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why, for the audit log.")]
+
+
+def policy_or_exit(config: Path | None) -> Policy:
+    try:
+        return load_policy(config)
+    except PolicyError as exc:
+        for line in exc.errors:
+            typer.echo(line, err=True)
+        raise typer.Exit(2) from None
+
+
+def open_desk(config: Path | None, redis_url: str | None) -> Desk:
+    from relaywarden.desk.service import Desk
+
+    return Desk.from_policy(policy_or_exit(config), redis_url)
+
+
+def since_epoch(text: str | None) -> float:
+    if not text:
+        return 0.0
+    try:
+        return time.time() - parse_duration(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--since") from None
+
+
+def dump(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+def when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(epoch))
+
+
+@contextmanager
+def desk_errors() -> Iterator[None]:
+    """Operator mistakes and outages as one line and exit 1, not a traceback."""
+    from relaywarden.desk.postfix import PostfixError, QueueIdError
+    from relaywarden.desk.service import DeskError
+    from relaywarden.errors import StoreError
+    from relaywarden.subjects import SubjectError
+
+    try:
+        yield
+    except (DeskError, QueueIdError, SubjectError, PostfixError, StoreError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None

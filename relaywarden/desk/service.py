@@ -1,0 +1,318 @@
+"""What the abuse team can do, for the CLI and the web page alike.
+
+Every action is audited here, so no interface can act without leaving a trail.
+An action on a message held by another relay is queued in Redis for that relay's
+agent (`relaywarden agent`, or the thread in `relaywarden run`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from relaywarden import audit, blocking
+from relaywarden.desk import index
+from relaywarden.desk.index import Entry
+from relaywarden.desk.postfix import PostfixError, PostfixTools, check_queue_id
+from relaywarden.desk.preview import Preview, build_preview
+from relaywarden.desk.status import SenderStatus, sender_status
+from relaywarden.keys import digest
+from relaywarden.policy.desk import QuarantineSection
+from relaywarden.policy.schema import Policy
+from relaywarden.store import BlockRecord, RedisStore, connect, redis_errors
+from relaywarden.subjects import Subject, SubjectError, parse_subject
+
+log = logging.getLogger("relaywarden.desk")
+
+QueueAction = Literal["release", "delete"]
+Via = Literal["cli", "web", "agent"]
+
+
+class DeskError(Exception):
+    """Something the operator asked for cannot be done; the text says why."""
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    queue_id: str
+    relay: str
+    action: str
+    result: Literal["done", "queued", "failed"]
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class MessageView:
+    entry: Entry
+    preview: Preview | None
+    preview_note: str
+    status: SenderStatus
+
+
+def entry_subjects(entry: Entry) -> list[Subject]:
+    """Who a held message is about, VPS first (it drives the rate chart)."""
+    out = []
+    for text in (
+        f"vps:{entry.vps}",
+        f"customer:{entry.customer}" if entry.customer else "",
+        f"user:{entry.sasl_user}" if entry.sasl_user else "",
+        f"sender:{entry.sender}" if entry.sender else "",
+    ):
+        if text:
+            try:
+                out.append(parse_subject(text))
+            except SubjectError:
+                continue  # e.g. a VPS key "unknown": nothing to look up
+    return out
+
+
+class Desk:
+    def __init__(self, store: RedisStore, cfg: QuarantineSection, postfix: PostfixTools):
+        self.store = store
+        self.cfg = cfg
+        self.postfix = postfix
+
+    @classmethod
+    def from_policy(cls, policy: Policy, redis_url: str | None = None) -> Desk:
+        # The desk is interactive: a slow Redis should answer within seconds.
+        client = connect(redis_url or policy.redis.url, max(policy.redis.timeout, 5.0))
+        store = RedisStore(client, policy.redis.key_prefix, policy.redis.events_maxlen)
+        q = policy.quarantine
+        return cls(
+            store, q, PostfixTools(q.postfix_config_dir, q.postfix_bin_dir, q.command_timeout)
+        )
+
+    @property
+    def relay(self) -> str:
+        return self.cfg.relay
+
+    # -- reading --------------------------------------------------------------
+    def entries(
+        self,
+        *,
+        customer: str | None = None,
+        vps: str | None = None,
+        since: float = 0.0,
+        finding: str | None = None,
+        search: str | None = None,
+    ) -> list[Entry]:
+        entries = index.recent(self.store, since)
+        if customer:
+            entries = [e for e in entries if e.customer == customer]
+        if vps:
+            entries = [e for e in entries if e.vps == vps]
+        if finding:
+            entries = [e for e in entries if any(finding in n for n in e.finding_names)]
+        if search:
+            needle = search.lower()
+            entries = [
+                e
+                for e in entries
+                if needle in e.sender.lower()
+                or needle in e.subject.lower()
+                or needle in e.from_header.lower()
+                or needle == e.ref.lower()
+                or needle == e.queue_id.lower()
+            ]
+        return self._with_hold_state(entries)
+
+    def _with_hold_state(self, entries: list[Entry]) -> list[Entry]:
+        if not any(e.relay == self.relay for e in entries):
+            return entries
+        try:
+            held = self.postfix.hold_ids()
+        except PostfixError as exc:
+            log.warning("cannot read the hold queue: %s", exc)
+            return entries
+        return [
+            replace(e, in_hold=e.queue_id in held) if e.relay == self.relay else e for e in entries
+        ]
+
+    def find(self, queue_id: str, relay: str | None = None) -> Entry:
+        qid = check_queue_id(queue_id)
+        entries = [e for e in index.get(self.store, qid) if relay is None or e.relay == relay]
+        if not entries:
+            raise DeskError(f"{qid}: not in the quarantine index")
+        if len(entries) > 1:
+            relays = ", ".join(e.relay for e in entries)
+            raise DeskError(f"{qid} is held on several relays ({relays}): name one with --relay")
+        return self._with_hold_state(entries)[0]
+
+    def show(
+        self, queue_id: str, relay: str | None = None, now: float | None = None
+    ) -> MessageView:
+        entry = self.find(queue_id, relay)
+        preview, note = None, ""
+        if entry.relay != self.relay:
+            note = f"held on relay {entry.relay}: its content can be read there"
+        elif not entry.in_hold:
+            note = "the message is no longer in the hold queue"
+        else:
+            try:
+                raw = self.postfix.content(entry.queue_id)
+                preview = build_preview(raw, self.cfg.preview_chars)
+            except PostfixError as exc:
+                log.warning("postcat %s: %s", entry.queue_id, exc)
+                note = "the message could not be read from the hold queue"
+        return MessageView(entry, preview, note, self.sender_status(entry, now))
+
+    def sender_status(self, entry: Entry, now: float | None = None) -> SenderStatus:
+        return sender_status(self.store, entry_subjects(entry), now)
+
+    def subject_status(self, subject: Subject, now: float | None = None) -> SenderStatus:
+        return sender_status(self.store, [subject], now)
+
+    def held_for(self, *, vps: str | None = None, customer: str | None = None) -> list[Entry]:
+        """Everything still held for one VPS or customer: the set a bulk action covers."""
+        if not vps and not customer:
+            raise DeskError("a bulk action needs a VPS or a customer")
+        return [
+            e
+            for e in self.entries(vps=vps, customer=customer)
+            if e.state == "held" and e.in_hold is not False
+        ]
+
+    def audit(self, since: float = 0.0, count: int = 1000) -> list[audit.AuditEntry]:
+        return audit.read(self.store, since, count)
+
+    def blocks(self) -> list[BlockRecord]:
+        return self.store.list_blocks()
+
+    # -- acting ---------------------------------------------------------------
+    def release(
+        self, entry: Entry, *, actor: str, reason: str = "", via: Via = "cli"
+    ) -> ActionResult:
+        return self._act("release", entry, actor=actor, reason=reason, via=via)
+
+    def delete(
+        self, entry: Entry, *, actor: str, reason: str = "", via: Via = "cli"
+    ) -> ActionResult:
+        return self._act("delete", entry, actor=actor, reason=reason, via=via)
+
+    def block(
+        self,
+        subject: Subject,
+        *,
+        actor: str,
+        reason: str,
+        duration: float | None,
+        action: str = "reject",
+        via: Via = "cli",
+    ) -> BlockRecord:
+        return blocking.block(
+            self.store,
+            subject,
+            actor=actor,
+            reason=reason,
+            duration=duration,
+            action=action,
+            via=via,
+        )
+
+    def unblock(self, subject: Subject, *, actor: str, reason: str = "", via: Via = "cli") -> bool:
+        return blocking.unblock(self.store, subject, actor=actor, reason=reason, via=via)
+
+    def _act(
+        self, action: QueueAction, entry: Entry, *, actor: str, reason: str, via: Via
+    ) -> ActionResult:
+        check_queue_id(entry.queue_id)
+        if entry.relay != self.relay:
+            self._enqueue(action, entry, actor=actor, reason=reason, via=via)
+            index.set_state(self.store, entry, f"{action} queued", f"for relay {entry.relay}")
+            result = ActionResult(entry.queue_id, entry.relay, action, "queued")
+        else:
+            result = self._apply(action, entry)
+        self._audit(result, entry, actor=actor, reason=reason, via=via)
+        return result
+
+    def _apply(self, action: QueueAction, entry: Entry) -> ActionResult:
+        try:
+            if action == "release":
+                self.postfix.release(entry.queue_id)
+            else:
+                self.postfix.delete(entry.queue_id)
+        except PostfixError as exc:
+            log.warning("%s %s failed: %s", action, entry.queue_id, exc)
+            index.set_state(self.store, entry, entry.state, f"{action} failed")
+            return ActionResult(
+                entry.queue_id, entry.relay, action, "failed", "not in the hold queue"
+            )
+        index.set_state(self.store, entry, "released" if action == "release" else "deleted")
+        return ActionResult(entry.queue_id, entry.relay, action, "done")
+
+    def _audit(
+        self, result: ActionResult, entry: Entry, *, actor: str, reason: str, via: str
+    ) -> None:
+        audit.record(
+            self.store,
+            audit.AuditEntry(
+                actor=actor,
+                action=result.action,
+                target=entry.queue_id,
+                reason=reason[:200],
+                details={
+                    "relay": entry.relay,
+                    "result": result.result,
+                    "ref": entry.ref,
+                    "sender": entry.sender,
+                    "vps": entry.vps,
+                },
+                via=via,
+            ),
+        )
+
+    # -- other relays' work ------------------------------------------------------
+    def jobs_key(self, relay: str) -> str:
+        return f"{self.store.keys.prefix}:desk:jobs:{{{digest(relay)}}}"
+
+    def _enqueue(
+        self, action: QueueAction, entry: Entry, *, actor: str, reason: str, via: str
+    ) -> None:
+        job = {
+            "action": action,
+            "queue_id": entry.queue_id,
+            "actor": actor,
+            "reason": reason,
+            "via": via,
+        }
+        with redis_errors("queueing a desk action"):
+            self.store.client.lpush(self.jobs_key(entry.relay), json.dumps(job))
+
+    def run_job(self, wait: float = 1.0) -> ActionResult | None:
+        """Apply one action queued for this relay, waiting up to `wait` seconds for one."""
+        with redis_errors("reading desk actions"):
+            item = self.store.client.brpop([self.jobs_key(self.relay)], timeout=wait)
+        if item is None:
+            return None
+        job: dict[str, Any] = json.loads(item[1])
+        entries = [
+            e for e in index.get(self.store, str(job.get("queue_id"))) if e.relay == self.relay
+        ]
+        action = job.get("action")
+        if not entries or action not in ("release", "delete"):
+            log.warning("dropping a desk action for an unknown message: %s", job.get("queue_id"))
+            return None
+        result = self._apply(action, entries[0])
+        self._audit(
+            result,
+            entries[0],
+            actor=str(job.get("actor", "?")),
+            reason=f"{job.get('reason', '')}".strip(),
+            via="agent",
+        )
+        return result
+
+    def serve_jobs(self, stop: threading.Event, wait: float = 1.0) -> None:
+        """The relay agent: apply queued actions until `stop` is set."""
+        while not stop.is_set():
+            self.serve_one(stop, wait)
+
+    def serve_one(self, stop: threading.Event, wait: float = 1.0) -> None:
+        try:
+            self.run_job(wait)
+        except Exception:  # a bad job or a Redis outage must not end the agent
+            log.exception("desk agent")
+            stop.wait(min(wait, 5.0))

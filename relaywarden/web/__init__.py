@@ -1,0 +1,1 @@
+"""The abuse team's web page: server-rendered pages and a JSON API over the desk."""
