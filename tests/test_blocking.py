@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-import redis
 
 from relaywarden import audit, blocking
-from relaywarden.devstack.redis import RedisServer
 from relaywarden.store import RedisStore
 from relaywarden.subjects import parse_subject
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[RedisStore]:
-    server = RedisServer()
-    url = server.start(tmp_path)
-    try:
-        yield RedisStore(redis.Redis.from_url(url), "rwtest")
-    finally:
-        server.stop()
+def store(redis_store: RedisStore) -> RedisStore:
+    return redis_store
 
 
 def test_block_is_found_audited_and_lifted(store: RedisStore) -> None:

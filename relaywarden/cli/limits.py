@@ -150,20 +150,12 @@ def reset(
     redis_url: RedisOption = None,
 ) -> None:
     """Clear SUBJECT's counters, warm-up, baseline and penalty (audited)."""
-    from relaywarden import audit
     from relaywarden.limits.status import reset_keys, scope_of, sender_for
 
     policy, store, inventory, target = _open_subject(subject, config, redis_url)
     scope = scope_of(target, policy, sender_for(target, policy, inventory))
     removed = _guard(lambda: reset_keys(store, scope))
-    entry = audit.AuditEntry(
-        actor=audit.cli_actor(as_),
-        action="reset",
-        target=str(target),
-        reason=reason[:200],
-        details={"keys_removed": removed},
-    )
-    _guard(lambda: audit.record(store, entry))
+    _audited(store, as_, "reset", str(target), reason, keys_removed=removed)
     typer.echo(f"reset {target} ({removed} keys removed)")
 
 
@@ -181,7 +173,6 @@ def inventory_set(
     """Add or replace customer ID in the runtime overrides."""
     from pydantic import ValidationError
 
-    from relaywarden import audit
     from relaywarden.limits.inventory import overrides_key
     from relaywarden.policy.inventory import CustomerEntry
     from relaywarden.policy.limits import plan_named
@@ -204,15 +195,7 @@ def inventory_set(
             f"unknown plan {plan!r}; defined: {', '.join(['default', *sorted(policy.plans)])}"
         )
     _guard(lambda: store.client.hset(overrides_key(store), entry.id, entry.model_dump_json()))
-    details = entry.model_dump()
-    _guard(
-        lambda: audit.record(
-            store,
-            audit.AuditEntry(
-                audit.cli_actor(as_), "inventory-set", f"customer:{entry.id}", details=details
-            ),
-        )
-    )
+    _audited(store, as_, "inventory-set", f"customer:{entry.id}", **entry.model_dump())
     typer.echo(
         f"customer {entry.id} set (milters see it within {policy.limits.inventory.refresh:g}s)"
     )
@@ -226,17 +209,11 @@ def inventory_remove(
     redis_url: RedisOption = None,
 ) -> None:
     """Drop customer ID's runtime override (its policy or file entry, if any, applies again)."""
-    from relaywarden import audit
     from relaywarden.limits.inventory import overrides_key
 
     _, store, _ = _open(config, redis_url)
     removed = _guard(lambda: store.client.hdel(overrides_key(store), customer_id))
-    _guard(
-        lambda: audit.record(
-            store,
-            audit.AuditEntry(audit.cli_actor(as_), "inventory-remove", f"customer:{customer_id}"),
-        )
-    )
+    _audited(store, as_, "inventory-remove", f"customer:{customer_id}")
     if not removed:
         raise _fail(f"customer {customer_id} has no runtime override")
     typer.echo(f"customer {customer_id} removed from the overrides")
@@ -261,6 +238,16 @@ def inventory_show(
     if customer_id is not None and not rows:
         raise _fail(f"no customer {customer_id}")
     typer.echo(json.dumps(rows[0] if customer_id else rows, indent=2))
+
+
+def _audited(
+    store: Any, as_: str | None, action: str, target: str, reason: str = "", **details: Any
+) -> None:
+    """Write the audit entry of a CLI action (the services audit blocks themselves)."""
+    from relaywarden import audit
+
+    entry = audit.AuditEntry(audit.cli_actor(as_), action, target, reason[:200], details)
+    _guard(lambda: audit.record(store, entry))
 
 
 def _utc(epoch: float) -> str:
