@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench screenshots clean
 
 setup:
 	@scripts/setup.sh
@@ -16,6 +16,10 @@ lint: setup
 
 bench: setup
 	.venv/bin/python -m bench
+
+# The README's screenshots, taken by the browser test in headless Chromium.
+screenshots: setup
+	RELAYWARDEN_SCREENSHOTS=docs/screenshots .venv/bin/python -m pytest -q tests/test_browser_desk.py
 
 clean:
 	rm -rf .venv build *.egg-info
