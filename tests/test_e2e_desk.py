@@ -60,6 +60,11 @@ def test_held_message_is_indexed_with_its_findings(stack: Stack, policy: Path) -
     assert ["Subject", "indexed e2e"] in view["headers"]
     assert view["status"]["subjects"][0] == "vps:203.0.113.21"
     assert sum(view["status"]["per_hour"]) >= 1
+    # The sender's rate-limit standing comes along (relaywarden.limits.status).
+    limits = {lim["subject"]: lim for lim in view["status"]["limits"]}
+    vps = limits["vps:203.0.113.21"]
+    assert vps["plan"] == "default"
+    assert any(w["unit"] == "messages" and w["count"] >= 1 for w in vps["windows"])
 
 
 def test_release_delivers_and_is_audited(stack: Stack, policy: Path) -> None:

@@ -174,6 +174,8 @@ def test_xss_in_subject_from_and_display_name_is_escaped(stack: Stack, operator)
     # An HTML body is shown as its text: script dropped, tags removed, nothing rendered.
     assert "alert(&#39;body&#39;)" not in view.text and "<b>bold" not in view.text
     assert "bold offer" in view.text and "HTML only" in view.text
+    # The sender's rate-limit windows are on the page (plan "default" for an unknown VPS).
+    assert "vps:203.0.113.31 · plan default" in view.text and "Limit hits:" in view.text
 
 
 def test_operator_releases_from_the_web_and_it_is_audited(stack: Stack, operator) -> None:  # type: ignore[no-untyped-def]

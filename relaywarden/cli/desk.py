@@ -47,7 +47,7 @@ def policy_or_exit(config: Path | None) -> Policy:
 def open_desk(config: Path | None, redis_url: str | None) -> Desk:
     from relaywarden.desk.service import Desk
 
-    return Desk.from_policy(policy_or_exit(config), redis_url)
+    return Desk.from_policy(policy_or_exit(config), redis_url, config)
 
 
 def since_epoch(text: str | None) -> float:

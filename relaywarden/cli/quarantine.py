@@ -104,6 +104,11 @@ def show_cmd(
         typer.echo(
             f"  blocked {b.subject}: {b.action} until {when(b.until)} ({b.reason}, by {b.set_by})"
         )
+    for lim in status.limits:
+        windows = ", ".join(
+            f"{w['unit']} {w['count']}/{w['limit']} per {w['window']}s" for w in lim["windows"]
+        )
+        typer.echo(f"  {lim['subject']} (plan {lim['plan']}): {windows or 'no limits apply'}")
     typer.echo(f"  decisions in the last 24 h: {sum(status.per_hour)}; latest:")
     for d in status.recent[:5]:
         typer.echo(

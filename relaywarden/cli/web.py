@@ -37,7 +37,7 @@ def serve(
         typer.echo("no [[web.users]] in the policy: nobody could log in", err=True)
         raise typer.Exit(2)
     host, _, port = (listen or policy.web.listen).rpartition(":")
-    application = create_app(Desk.from_policy(policy, redis_url), policy.web)
+    application = create_app(Desk.from_policy(policy, redis_url, config), policy.web)
     typer.echo(f"RelayWarden desk on http://{host}:{port}/", err=True)
     uvicorn.run(
         application,

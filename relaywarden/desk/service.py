@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from relaywarden import audit, blocking
@@ -19,6 +20,7 @@ from relaywarden.desk.index import Entry
 from relaywarden.desk.postfix import PostfixError, PostfixTools, check_queue_id
 from relaywarden.desk.preview import Preview, build_preview
 from relaywarden.desk.status import SenderStatus, sender_status
+from relaywarden.errors import StoreError
 from relaywarden.keys import digest
 from relaywarden.policy.desk import QuarantineSection
 from relaywarden.policy.schema import Policy
@@ -70,20 +72,31 @@ def entry_subjects(entry: Entry) -> list[Subject]:
 
 
 class Desk:
-    def __init__(self, store: RedisStore, cfg: QuarantineSection, postfix: PostfixTools):
+    def __init__(
+        self,
+        store: RedisStore,
+        cfg: QuarantineSection,
+        postfix: PostfixTools,
+        policy: Policy | None = None,
+        policy_path: Path | None = None,
+    ):
         self.store = store
         self.cfg = cfg
         self.postfix = postfix
+        # With the policy, a sender's status includes its rate-limit windows.
+        self.policy = policy
+        self.policy_path = policy_path
 
     @classmethod
-    def from_policy(cls, policy: Policy, redis_url: str | None = None) -> Desk:
+    def from_policy(
+        cls, policy: Policy, redis_url: str | None = None, policy_path: Path | None = None
+    ) -> Desk:
         # The desk is interactive: a slow Redis should answer within seconds.
         client = connect(redis_url or policy.redis.url, max(policy.redis.timeout, 5.0))
         store = RedisStore(client, policy.redis.key_prefix, policy.redis.events_maxlen)
         q = policy.quarantine
-        return cls(
-            store, q, PostfixTools(q.postfix_config_dir, q.postfix_bin_dir, q.command_timeout)
-        )
+        tools = PostfixTools(q.postfix_config_dir, q.postfix_bin_dir, q.command_timeout)
+        return cls(store, q, tools, policy, policy_path)
 
     @property
     def relay(self) -> str:
@@ -160,10 +173,36 @@ class Desk:
         return MessageView(entry, preview, note, self.sender_status(entry, now))
 
     def sender_status(self, entry: Entry, now: float | None = None) -> SenderStatus:
-        return sender_status(self.store, entry_subjects(entry), now)
+        return self._with_limits(sender_status(self.store, entry_subjects(entry), now))
 
     def subject_status(self, subject: Subject, now: float | None = None) -> SenderStatus:
-        return sender_status(self.store, [subject], now)
+        return self._with_limits(sender_status(self.store, [subject], now))
+
+    def _with_limits(self, status: SenderStatus) -> SenderStatus:
+        """Add each subject's rate-limit windows, effective limits and why."""
+        if self.policy is None:
+            return status
+        from relaywarden.limits.inventory import (
+            IndexedInventory,
+            base_customers,
+            merged,
+            read_overrides,
+        )
+        from relaywarden.limits.status import STATUS_KINDS, subject_status
+
+        policy = self.policy
+        try:
+            base = base_customers(policy, self.policy_path)
+            inventory = IndexedInventory(merged(base, read_overrides(self.store)))
+            limits = [
+                subject_status(self.store, policy, parse_subject(text), inventory)
+                for text in status.subjects
+                if text.split(":", 1)[0] in STATUS_KINDS
+            ]
+        except (StoreError, SubjectError, OSError, ValueError) as exc:
+            log.warning("rate-limit status unavailable: %s", exc)
+            return status
+        return replace(status, limits=limits)
 
     def held_for(self, *, vps: str | None = None, customer: str | None = None) -> list[Entry]:
         """Everything still held for one VPS or customer: the set a bulk action covers."""

@@ -3,8 +3,10 @@ baseline, blocks and recent decisions. Used by `relaywarden status` and the web 
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
+from relaywarden.events import matches
 from relaywarden.identity import EMPTY, Inventory, Sender
 from relaywarden.limits.fetch import read_groups
 from relaywarden.limits.inventory import vps_network
@@ -139,27 +141,13 @@ def subject_status(
     return out
 
 
-_EVENT_FIELD = {"vps": "vps", "customer": "customer", "user": "sasl_user", "sender": "sender"}
-
-
 def recent_decisions(
     store: RedisStore, subject: Subject, scan: int = 1000, keep: int = 20
 ) -> list[dict[str, Any]]:
     """The subject's last decisions, newest first, from the capped event stream."""
-    field = _EVENT_FIELD[subject.kind]
-    out = []
-    for event in store.recent_events(scan):
-        value = event.get(field)
-        if (
-            isinstance(value, str)
-            and (value.lower() if subject.kind == "sender" else value) == subject.value
-        ):
-            out.append(
-                {k: event.get(k) for k in ("ref", "stage", "action", "reply", "score", "queue_id")}
-            )
-            if len(out) >= keep:
-                break
-    return out
+    mine = (e for e in store.recent_events(scan) if matches(subject, e))
+    fields = ("ref", "stage", "action", "reply", "score", "queue_id")
+    return [{k: e.get(k) for k in fields} for e in itertools.islice(mine, keep)]
 
 
 def reset_keys(store: RedisStore, scope: Scope) -> int:
