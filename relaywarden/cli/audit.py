@@ -8,16 +8,13 @@ import typer
 
 from relaywarden.cli import app
 from relaywarden.cli.desk import (
-    ConfigOpt,
-    JsonOpt,
-    RedisOpt,
-    SinceOpt,
     desk_errors,
     dump,
     open_desk,
     since_epoch,
     when,
 )
+from relaywarden.cli.options import ConfigOpt, JsonOpt, RedisOpt, SinceOpt
 
 
 @app.command("audit")

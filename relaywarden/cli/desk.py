@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -16,23 +16,6 @@ from relaywarden.policy.durations import parse_duration
 
 if TYPE_CHECKING:
     from relaywarden.desk.service import Desk
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="Policy file (default: policies/default.toml)."),
-]
-RedisOpt = Annotated[
-    str | None, typer.Option("--redis-url", help="Redis URL, overrides [redis] url.")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-SinceOpt = Annotated[
-    str | None, typer.Option("--since", help="Only the last DURATION, e.g. 30m, 2h, 7d.")
-]
-AsOpt = Annotated[
-    str | None,
-    typer.Option("--as", help="Acting operator for the audit log (default: login name)."),
-]
-ReasonOpt = Annotated[str, typer.Option("--reason", help="Why, for the audit log.")]
 
 
 def policy_or_exit(config: Path | None) -> Policy:

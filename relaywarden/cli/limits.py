@@ -10,10 +10,8 @@ from typing import Annotated, Any
 import typer
 
 from relaywarden.cli import app
-from relaywarden.cli.run import ConfigOption
+from relaywarden.cli.options import AsOpt, ConfigOpt, JsonOpt, ReasonOpt, RedisOpt
 
-RedisOption = Annotated[str | None, typer.Option(help="Redis URL, overrides [redis] url.")]
-AsOption = Annotated[str | None, typer.Option("--as", help="Your name in the audit trail.")]
 SubjectArg = Annotated[
     str, typer.Argument(help="vps:ADDR, customer:ID, user:LOGIN or sender:ADDRESS")
 ]
@@ -86,9 +84,9 @@ def block(
     action: Annotated[
         str, typer.Option(help="reject, tempfail, quarantine or discard.")
     ] = "reject",
-    as_: AsOption = None,
-    config: ConfigOption = None,
-    redis_url: RedisOption = None,
+    as_: AsOpt = None,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
 ) -> None:
     """Block SUBJECT at MAIL FROM (audited)."""
     from relaywarden import blocking
@@ -112,10 +110,10 @@ def block(
 @app.command()
 def unblock(
     subject: SubjectArg,
-    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "",
-    as_: AsOption = None,
-    config: ConfigOption = None,
-    redis_url: RedisOption = None,
+    reason: ReasonOpt = "",
+    as_: AsOpt = None,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
 ) -> None:
     """Lift a block on SUBJECT (audited)."""
     from relaywarden import blocking
@@ -129,9 +127,9 @@ def unblock(
 @app.command()
 def status(
     subject: SubjectArg,
-    json_: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    config: ConfigOption = None,
-    redis_url: RedisOption = None,
+    json_: JsonOpt = False,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
 ) -> None:
     """Counters per window, effective limits and why, baseline, blocks, recent decisions."""
     from relaywarden.limits.status import subject_status
@@ -144,10 +142,10 @@ def status(
 @app.command()
 def reset(
     subject: SubjectArg,
-    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "",
-    as_: AsOption = None,
-    config: ConfigOption = None,
-    redis_url: RedisOption = None,
+    reason: ReasonOpt = "",
+    as_: AsOpt = None,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
 ) -> None:
     """Clear SUBJECT's counters, warm-up, baseline and penalty (audited)."""
     from relaywarden.limits.status import reset_keys, scope_of, sender_for
@@ -166,9 +164,9 @@ def inventory_set(
     network: Annotated[list[str] | None, typer.Option(help="CIDR; repeat for several.")] = None,
     sasl_user: Annotated[list[str] | None, typer.Option(help="SASL login; repeatable.")] = None,
     domain: Annotated[list[str] | None, typer.Option(help="Owned domain; repeatable.")] = None,
-    as_: AsOption = None,
-    config: ConfigOption = None,
-    redis_url: RedisOption = None,
+    as_: AsOpt = None,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
 ) -> None:
     """Add or replace customer ID in the runtime overrides."""
     from pydantic import ValidationError
@@ -204,9 +202,9 @@ def inventory_set(
 @inventory_app.command("remove")
 def inventory_remove(
     customer_id: Annotated[str, typer.Argument(metavar="ID")],
-    as_: AsOption = None,
-    config: ConfigOption = None,
-    redis_url: RedisOption = None,
+    as_: AsOpt = None,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
 ) -> None:
     """Drop customer ID's runtime override (its policy or file entry, if any, applies again)."""
     from relaywarden.limits.inventory import overrides_key
@@ -222,8 +220,8 @@ def inventory_remove(
 @inventory_app.command("show")
 def inventory_show(
     customer_id: Annotated[str | None, typer.Argument(metavar="[ID]")] = None,
-    config: ConfigOption = None,
-    redis_url: RedisOption = None,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
 ) -> None:
     """Print the inventory in force (policy, file and overrides) as JSON: one customer or all."""
     from relaywarden.limits.inventory import read_overrides

@@ -10,18 +10,13 @@ import typer
 
 from relaywarden.cli import app
 from relaywarden.cli.desk import (
-    AsOpt,
-    ConfigOpt,
-    JsonOpt,
-    ReasonOpt,
-    RedisOpt,
-    SinceOpt,
     desk_errors,
     dump,
     open_desk,
     since_epoch,
     when,
 )
+from relaywarden.cli.options import AsOpt, ConfigOpt, JsonOpt, ReasonOpt, RedisOpt, SinceOpt
 
 quarantine = typer.Typer(help="Messages held in Postfix's hold queue: list, show, release, delete.")
 app.add_typer(quarantine, name="quarantine")

@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from relaywarden.cli import app
+from relaywarden.cli.options import ConfigOpt, RedisOpt
 from relaywarden.policy import PolicyError
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="Policy file (default: policies/default.toml)."),
-]
 
 
 @app.command()
 def run(
-    config: ConfigOption = None,
+    config: ConfigOpt = None,
     listen: Annotated[
         str | None,
         typer.Option(help="Milter socket: inet:PORT@HOST, inet6:PORT@HOST or unix:/path."),
     ] = None,
-    redis_url: Annotated[str | None, typer.Option(help="Redis URL, overrides [redis] url.")] = None,
+    redis_url: RedisOpt = None,
     nameserver: Annotated[
         list[str] | None,
         typer.Option(help="DNS server HOST:PORT, repeatable; overrides [dns] nameservers."),

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from relaywarden.cli import app
-from relaywarden.cli.desk import ConfigOpt, RedisOpt, policy_or_exit
+from relaywarden.cli.desk import policy_or_exit
+from relaywarden.cli.options import ConfigOpt, RedisOpt
 
 web = typer.Typer(help="The abuse team's web page.", invoke_without_command=True)
 app.add_typer(web, name="web")
