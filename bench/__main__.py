@@ -1,14 +1,16 @@
-"""`make bench`: every benchmark in turn, each printing its own table."""
+"""`make bench`: every benchmark in turn, each in a process of its own (they
+register hooks and start services; none may colour another's numbers)."""
 
 from __future__ import annotations
 
-import importlib
+import subprocess
 import sys
 
 BENCHES = ["bench.dataflow", "bench.headers", "bench.desk", "bench.limits"]
 
+failed = []
 for name in BENCHES:
     print(f"\n=== {name} ===", flush=True)
-    module = importlib.import_module(name)
-    sys.argv = [name]
-    module.main()
+    if subprocess.run([sys.executable, "-m", name], check=False).returncode != 0:
+        failed.append(name)
+sys.exit(f"failed: {', '.join(failed)}" if failed else 0)

@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from relaywarden.devstack.dns import DnsServer
 from relaywarden.devstack.milter import PROJECT_ROOT
 from relaywarden.devstack.postfix import PostfixInstance
 from relaywarden.devstack.procs import LOOPBACK, Proc, free_port, wait_for_port
@@ -32,6 +33,20 @@ from relaywarden.devstack.smtpclient import Session
 
 VARIANTS = ("answered", "noreply", "absent", "no milter")
 RUN_SECONDS = 60.0
+# The shipped defaults, with a default plan wide enough that the rate limits are
+# evaluated on every message but never refuse one during the run (a bench run
+# is the very burst the burst detector exists for, so it is off here).
+BENCH_POLICY = """
+[plans.default]
+messages = ["1000000/1m"]
+recipients = ["1000000/1m"]
+
+[limits.burst]
+enabled = false
+
+[limits.escalation]
+enabled = false
+"""
 MESSAGE = (
     b"From: <orders@shop.example>\r\nTo: <buyer@example.org>\r\nSubject: bench\r\n"
     b"Date: Sat, 28 Nov 2026 09:12:00 +0000\r\nMessage-ID: <bench@shop.example>\r\n\r\n"
@@ -40,7 +55,9 @@ MESSAGE = (
 )
 
 
-def start_variant(variant: str, redis_url: str, workdir: Path) -> tuple[Proc | None, str]:
+def start_variant(
+    variant: str, redis_url: str, nameserver: str, workdir: Path
+) -> tuple[Proc | None, str]:
     if variant == "no milter":
         return None, ""
     port = free_port()
@@ -54,6 +71,10 @@ def start_variant(variant: str, redis_url: str, workdir: Path) -> tuple[Proc | N
         f"inet:{port}@{LOOPBACK}",
         "--redis-url",
         redis_url,
+        "--nameserver",
+        nameserver,
+        "--config",
+        str(workdir / "policy.toml"),
     ]
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     proc = Proc(argv, variant, workdir / f"{variant}.log", env=env, cwd=PROJECT_ROOT)
@@ -61,8 +82,10 @@ def start_variant(variant: str, redis_url: str, workdir: Path) -> tuple[Proc | N
     return proc, f"inet:{LOOPBACK}:{port}"
 
 
-def one_run(variant: str, n: int, redis_url: str, sink: Sink, workdir: Path) -> float:
-    proc, socket = start_variant(variant, redis_url, workdir)
+def one_run(
+    variant: str, n: int, redis_url: str, nameserver: str, sink: Sink, workdir: Path
+) -> float:
+    proc, socket = start_variant(variant, redis_url, nameserver, workdir)
     base = workdir / f"pf-{variant.replace(' ', '-')}-{time.monotonic_ns()}"
     base.mkdir()
     postfix = PostfixInstance(sink.port, socket, base_dir=base)
@@ -92,17 +115,21 @@ def main() -> None:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="rw-bench-"))
     workdir.chmod(0o755)
-    redis, sink = RedisServer(), Sink()
+    (workdir / "policy.toml").write_text(BENCH_POLICY)
+    redis, sink, dns = RedisServer(), Sink(), DnsServer(workdir / "dns")
     rates: dict[str, list[float]] = {v: [] for v in VARIANTS}
     try:
         redis_url = redis.start(workdir / "redis")
+        nameserver = dns.start()  # the test zones: never the machine's resolver
         sink.start()
         for r in range(args.rounds):
             order = VARIANTS[r % len(VARIANTS) :] + VARIANTS[: r % len(VARIANTS)]
             for variant in order:
-                rates[variant].append(one_run(variant, args.messages, redis_url, sink, workdir))
+                rate = one_run(variant, args.messages, redis_url, nameserver, sink, workdir)
+                rates[variant].append(rate)
     finally:
         sink.stop()
+        dns.stop()
         redis.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     ref = statistics.median(rates["answered"])

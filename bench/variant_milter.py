@@ -41,8 +41,12 @@ def main() -> int:
     parser.add_argument("--config", type=Path)
     parser.add_argument("--listen", required=True)
     parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--nameserver", required=True, help="the bench's own DNS server")
     args = parser.parse_args()
-    runtime = Runtime.start(args.config, Overrides(listen=args.listen, redis_url=args.redis_url))
+    overrides = Overrides(
+        listen=args.listen, redis_url=args.redis_url, nameservers=[args.nameserver]
+    )
+    runtime = Runtime.start(args.config, overrides)
     setup_logging("warning")
     return run(runtime, VARIANTS[args.variant])
 
