@@ -1,11 +1,15 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
-.PHONY: setup demo test lint bench screenshots clean
+.PHONY: setup demo demo-web test lint bench screenshots clean
 
 setup:
 	@scripts/setup.sh
 
 demo: setup
 	.venv/bin/relaywarden demo
+
+# The demo, then the stack stays up with the abuse team's desk until Ctrl-C.
+demo-web: setup
+	.venv/bin/relaywarden demo --web
 
 test: setup
 	.venv/bin/python -m pytest -q

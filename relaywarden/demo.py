@@ -89,7 +89,7 @@ def table(cases: list[Case], outcomes: list[Outcome]) -> str:
 
 DEMO_LOGIN = ("demo", "demo-password")
 WEB_HINT = (
-    "\nThe held message waits in the abuse team's desk: run `relaywarden demo --web` "
+    "\nThe held message waits in the abuse team's desk: run `make demo-web` "
     "to keep the stack up and review it in a browser (login demo / demo-password)."
 )
 
