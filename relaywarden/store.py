@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Protocol
@@ -38,7 +38,7 @@ class BlockRecord:
 
 class Store(Protocol):
     def blocks_for(self, subjects: list[Subject]) -> list[BlockRecord]: ...
-    def finish(self, outcome: Outcome) -> None: ...
+    def finish(self, outcome: Outcome, earlier: Sequence[dict[str, Any]] = ()) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -136,19 +136,37 @@ class RedisStore:
         return BlockRecord(**data)
 
     # -- end of a transaction --------------------------------------------
-    def finish(self, outcome: Outcome) -> None:
-        """Record a decision: the event stream plus every registered hook, one round trip."""
+    def finish(self, outcome: Outcome, earlier: Sequence[dict[str, Any]] = ()) -> None:
+        """Record a decision: the event stream plus every registered hook, one round trip.
+
+        `earlier` are the transaction's per-recipient decisions, held back so that
+        refusing recipients costs no round trip of its own.
+        """
         with redis_errors("recording the decision"):
             pipe = self.client.pipeline(transaction=False)
-            pipe.xadd(
-                self.keys.events,
-                {"json": json.dumps(outcome.event, default=str)},
-                maxlen=self.events_maxlen,
-                approximate=True,
-            )
+            for event in (*earlier, outcome.event):
+                self._add_event(pipe, event)
             for hook in self.finish_hooks:
                 hook(self, pipe, outcome)
             pipe.execute()
+
+    def record_events(self, events: Sequence[dict[str, Any]]) -> None:
+        """Decision events of a transaction that ended without a final decision."""
+        if not events:
+            return
+        with redis_errors("recording decisions"):
+            pipe = self.client.pipeline(transaction=False)
+            for event in events:
+                self._add_event(pipe, event)
+            pipe.execute()
+
+    def _add_event(self, pipe: redis.client.Pipeline, event: dict[str, Any]) -> None:
+        pipe.xadd(
+            self.keys.events,
+            {"json": json.dumps(event, default=str)},
+            maxlen=self.events_maxlen,
+            approximate=True,
+        )
 
     def recent_events(self, count: int = 100) -> list[dict[str, Any]]:
         with redis_errors("event read"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from relaywarden.errors import StoreError
@@ -24,5 +25,5 @@ class FakeStore:
             raise StoreError("fake store is down")
         return [self.blocks[str(s)] for s in subjects if str(s) in self.blocks]
 
-    def finish(self, outcome: Outcome) -> None:
-        self.events.append(outcome.event)
+    def finish(self, outcome: Outcome, earlier: Sequence[dict[str, Any]] = ()) -> None:
+        self.events.extend([*earlier, outcome.event])

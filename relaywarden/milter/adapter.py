@@ -103,6 +103,7 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
 
     def _reset(self) -> None:
         self._end_transaction()
+        self._flush_deferred()
         self.ref = new_ref()
         self.message = Message(
             client_address=self.client_address, client_name=self.client_name, helo=self.helo
@@ -112,6 +113,8 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         self.digest = BodyDigest()
         # Findings from MAIL/RCPT that only take effect at end of message (quarantine).
         self.carried: list[Finding] = []
+        # Per-recipient decisions, recorded with the transaction's last one (one round trip).
+        self.deferred: list[dict[str, Any]] = []
         self.started = time.monotonic()
 
     # -- connection ------------------------------------------------------
@@ -120,7 +123,9 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         metrics.OPEN_TRANSACTIONS.inc()
         self._connected = True
         if family in (socket.AF_INET, socket.AF_INET6) and hostaddr:
-            self.client_address = normalise_ip(str(hostaddr[0]))
+            # libmilter gives (address, port, ...); pymilter's TestCtx a bare address.
+            address = hostaddr[0] if isinstance(hostaddr, tuple) else hostaddr
+            self.client_address = normalise_ip(str(address))
         self.client_name = hostname or ""
         self.client_text = str(self.client_address or hostname)
         return int(Milter.CONTINUE)
@@ -240,10 +245,24 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
             self.message, self.sender, verdict, stage, latency_ms, policy.log.addresses
         )
         log_decision(fields)
+        if stage == Stage.RCPT:
+            self.deferred.append(fields)
+            return
+        earlier, self.deferred = self.deferred, []
         try:
-            self.runtime.store.finish(Outcome(self.message, self.sender, verdict, fields))
+            self.runtime.store.finish(Outcome(self.message, self.sender, verdict, fields), earlier)
         except Exception as exc:  # a record, not a gate: the verdict stands
             log.warning("could not record decision %s: %s", verdict.ref, exc)
+
+    def _flush_deferred(self) -> None:
+        """A transaction ended with no final decision (every recipient refused, RSET, QUIT)."""
+        events, self.deferred = getattr(self, "deferred", []), []
+        if not events:
+            return
+        try:
+            self.runtime.store.record_events(events)
+        except Exception as exc:  # a record, not a gate
+            log.warning("could not record %d recipient decision(s): %s", len(events), exc)
 
 
 def _params(params: tuple[str, ...]) -> dict[str, str]:
