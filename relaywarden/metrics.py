@@ -22,7 +22,7 @@ DECISION_SECONDS = Histogram(
     ["stage"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 3),
 )
-OPEN_TRANSACTIONS = Gauge("relaywarden_open_connections", "SMTP connections the milter serves")
+OPEN_CONNECTIONS = Gauge("relaywarden_open_connections", "SMTP connections the milter serves")
 POLICY_RELOADS = Counter("relaywarden_policy_reloads_total", "Policy reloads", ["result"])
 
 

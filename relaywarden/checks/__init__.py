@@ -17,6 +17,10 @@ from relaywarden.policy import Policy
 from relaywarden.store import Store
 from relaywarden.verdict import Finding
 
+# Message.notes key under which the rate-limit check leaves the block records it
+# fetched at MAIL FROM, so the blocks check needs no round trip of its own.
+BLOCKS_NOTE = "blocks"
+
 
 class Stage(enum.IntEnum):
     """When in the SMTP dialogue a check can run: as early as its facts exist."""

@@ -3,7 +3,7 @@ escalation logic (dynamic, in Redis) have barred from sending."""
 
 from __future__ import annotations
 
-from relaywarden.checks import Check, Context, Stage
+from relaywarden.checks import BLOCKS_NOTE, Check, Context, Stage
 from relaywarden.policy.schema import BlockEntry
 from relaywarden.store import BlockRecord
 from relaywarden.verdict import Action, Finding, RejectReply, Reply, TempFailReply
@@ -67,7 +67,7 @@ def run(ctx: Context) -> list[Finding]:
         if _matches(e, ctx)
     ]
     # The rate-limit check fetches the blocks in its round trip at MAIL FROM.
-    prefetched = ctx.message.notes.get("blocks")
+    prefetched = ctx.message.notes.get(BLOCKS_NOTE)
     if prefetched is None:
         prefetched = ctx.store.blocks_for(ctx.sender.subjects(ctx.message))
     findings += [_dynamic(r) for r in prefetched]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from relaywarden.checks import Check, Context, Stage
+from relaywarden.checks import BLOCKS_NOTE, Check, Context, Stage
 from relaywarden.limits.fetch import LimitState, fetch
 from relaywarden.limits.model import Binding, Burst
 from relaywarden.policy.durations import format_duration
@@ -14,7 +14,6 @@ from relaywarden.verdict import Action, Finding, TempFailReply
 
 NAME = "limits"
 NOTE = "limits"  # Message.notes key of the LimitState
-BLOCKS_NOTE = "blocks"  # prefetched block records, read by the blocks check
 
 # Tests only: a fixed epoch for the Lua scripts instead of Redis TIME, set by
 # the test harness in the milter's environment, never by a policy file.

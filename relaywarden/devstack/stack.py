@@ -138,8 +138,12 @@ class Stack:
         qid = result.queue_id
         seen: list[Fate] = []
 
+        def at_sink() -> bool:
+            # Postfix's Received header names the queue id the message had here.
+            return any(qid in " ".join(m.headers("Received")) for m in self.sink.messages)
+
         def settled() -> bool:
-            if any(qid in " ".join(m.headers("Received")) for m in self.sink.messages):
+            if at_sink():
                 seen.append("delivered")
                 return True
             entries = [e for e in self.postfix.queue() if e.get("queue_id") == qid]  # type: ignore[union-attr]
@@ -149,8 +153,7 @@ class Stack:
             if not entries:
                 # Postfix removes a queue file only after the sink said 250, so a
                 # message in no queue and (re-checked) not at the sink was dropped.
-                delivered = any(qid in " ".join(m.headers("Received")) for m in self.sink.messages)
-                seen.append("delivered" if delivered else "discarded")
+                seen.append("delivered" if at_sink() else "discarded")
                 return True
             return False
 

@@ -94,6 +94,7 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         self.client_name = ""
         self.helo = ""
         self.in_transaction = False
+        self._connected = False  # close() may come without connect() (negotiation failed)
         self._reset()
 
     def _end_transaction(self) -> None:
@@ -120,7 +121,7 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
     # -- connection ------------------------------------------------------
     @Milter.noreply
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
-        metrics.OPEN_TRANSACTIONS.inc()
+        metrics.OPEN_CONNECTIONS.inc()
         self._connected = True
         if family in (socket.AF_INET, socket.AF_INET6) and hostaddr:
             # libmilter gives (address, port, ...); pymilter's TestCtx a bare address.
@@ -207,8 +208,8 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
 
     def close(self) -> int:
         self._reset()
-        if getattr(self, "_connected", False):
-            metrics.OPEN_TRANSACTIONS.dec()
+        if self._connected:
+            metrics.OPEN_CONNECTIONS.dec()
         return int(Milter.CONTINUE)
 
     # -- deciding -----------------------------------------------------------
