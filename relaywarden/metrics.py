@@ -26,7 +26,11 @@ OPEN_CONNECTIONS = Gauge("relaywarden_open_connections", "SMTP connections the m
 POLICY_RELOADS = Counter("relaywarden_policy_reloads_total", "Policy reloads", ["result"])
 
 
+# With [milter] workers = N, worker i serves its metrics on PORT + i (set at fork).
+PORT_OFFSET = 0
+
+
 def serve(listen: str) -> None:
     """Start the scrape endpoint on HOST:PORT in a daemon thread."""
     host, _, port = listen.rpartition(":")
-    start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1")
+    start_http_server(int(port) + PORT_OFFSET, addr=host.strip("[]") or "127.0.0.1")

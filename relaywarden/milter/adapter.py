@@ -117,6 +117,8 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         # Per-recipient decisions, recorded with the transaction's last one (one round trip).
         self.deferred: list[dict[str, Any]] = []
         self.started = time.monotonic()
+        # Decision time per stage without DNS waits, ms (logged at end of message).
+        self.stages_ms: dict[str, float] = {}
         # Customer-supplied headers with our trace header's name, removed at the stamp.
         self.trace_headers_seen = 0
 
@@ -227,6 +229,7 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         rt = self.runtime
         policy = rt.policy
         started = time.perf_counter()
+        dns_before = self.dns.spent if self.dns is not None else 0.0
         verdict = engine.decide(
             self.message,
             self.sender,
@@ -242,7 +245,10 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         elif verdict.action == Action.QUARANTINE:
             self.carried.extend(verdict.findings)
         latency = (time.perf_counter() - started) * 1000
-        metrics.DECISION_SECONDS.labels(stage=stage.name.lower()).observe(latency / 1000)
+        name = stage.name.lower()
+        metrics.DECISION_SECONDS.labels(stage=name).observe(latency / 1000)
+        dns_ms = ((self.dns.spent if self.dns is not None else 0.0) - dns_before) * 1000
+        self.stages_ms[name] = self.stages_ms.get(name, 0.0) + latency - dns_ms
         if stage == Stage.EOM or verdict.action not in (Action.ACCEPT, Action.QUARANTINE):
             self._log(verdict, stage, latency)
         return apply_verdict(self, verdict, stage)
@@ -258,6 +264,8 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         stamp = self.message.notes.get(trace.NOTE)
         if stage == Stage.EOM and stamp is not None and verdict.action <= Action.QUARANTINE:
             fields["trace"] = stamp.token
+        if stage == Stage.EOM:
+            fields["stages_ms"] = {k: round(v, 3) for k, v in self.stages_ms.items()}
         log_decision(fields)
         if stage == Stage.RCPT:
             self.deferred.append(fields)

@@ -22,6 +22,7 @@ import milter as libmilter  # pymilter's C module, for smfi_stop
 
 from relaywarden import metrics
 from relaywarden.desk import agent
+from relaywarden.milter import workers
 from relaywarden.milter.adapter import TRANSACTIONS, RelayWardenMilter
 from relaywarden.runtime import Runtime
 from relaywarden.trace import record as trace_record
@@ -60,6 +61,9 @@ def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) 
     # ADDHDRS/CHGHDRS: the trace header is stamped at end of message, a
     # customer's header of the same name removed first.
     Milter.set_flags(Milter.QUARANTINE | Milter.SETSYMLIST | Milter.ADDHDRS | Milter.CHGHDRS)
+    if not workers.in_worker() and policy.milter.worker_count() > 1:
+        # The parent: opens the socket, forks workers that each run the rest of this.
+        return workers.supervise(runtime, lambda worker_runtime: run(worker_runtime, factory))
     trace_record.attach(policy.trace.retention)
     if policy.trace.signing_key is None:
         log.warning("no [[trace.keys]] in the policy: messages are not stamped with a trace token")
@@ -106,7 +110,10 @@ def _shutdown(runtime: Runtime, worker: threading.Thread) -> int:
     left = TRANSACTIONS.in_flight
     if left:
         log.warning("exiting with %d transaction(s) still open after %.0fs", left, grace)
-    libmilter.stop()
-    worker.join(timeout=2)
+    if not workers.in_worker():
+        # A worker leaves the shared socket open for its siblings (libmilter's stop
+        # would close it and unlink a unix socket's path); its exit ends the thread.
+        libmilter.stop()
+        worker.join(timeout=2)
     log.info("stopped")
     return 0
