@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--sort", default="tottime", choices=["tottime", "cumulative"])
     parser.add_argument("--rss", action="store_true", help="print RSS every tenth of the run")
+    parser.add_argument("--dump", type=Path, help="write the raw profile here (pstats format)")
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="rw-bench-adapter-"))
@@ -162,6 +163,8 @@ def run(args: argparse.Namespace, redis_pid: int) -> None:
             f"second half: RSS spread {(max(tail) - min(tail)) / 1024:.1f} MiB, "
             f"median {statistics.median(tail) / 1024:.1f} MiB"
         )
+    if profiler and args.dump:
+        profiler.dump_stats(args.dump)
     if profiler:
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats(args.sort).print_stats(args.top)

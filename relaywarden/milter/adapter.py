@@ -246,7 +246,7 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
             self.carried.extend(verdict.findings)
         latency = (time.perf_counter() - started) * 1000
         name = stage.name.lower()
-        metrics.DECISION_SECONDS.labels(stage=name).observe(latency / 1000)
+        metrics.decision_seconds(name).observe(latency / 1000)
         dns_ms = ((self.dns.spent if self.dns is not None else 0.0) - dns_before) * 1000
         self.stages_ms[name] = self.stages_ms.get(name, 0.0) + latency - dns_ms
         if stage == Stage.EOM or verdict.action not in (Action.ACCEPT, Action.QUARANTINE):
@@ -255,9 +255,9 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
 
     def _log(self, verdict: Verdict, stage: Stage, latency_ms: float) -> None:
         policy = self.runtime.policy
-        metrics.DECISIONS.labels(stage=stage.name.lower(), action=verdict.action.label).inc()
+        metrics.decisions(stage.name.lower(), verdict.action.label).inc()
         for finding in verdict.findings:
-            metrics.FINDINGS.labels(check=finding.check, name=finding.name).inc()
+            metrics.findings(finding.check, finding.name).inc()
         fields = decision_fields(
             self.message, self.sender, verdict, stage, latency_ms, policy.log.addresses
         )
