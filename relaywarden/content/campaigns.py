@@ -113,7 +113,7 @@ def finish_hook(store: RedisStore, pipe: redis.client.Pipeline, outcome: Outcome
         return  # a refused copy (and its retries) is not counted
     sender = outcome.sender
     spec = {
-        "c": prefix(store),
+        "c": campaign_key(store, ""),
         "b": list(fp.bands),
         "w": int(tracked.window),
         "v": digest("vps:" + sender.vps),
@@ -293,3 +293,47 @@ def set_blocked(store: RedisStore, campaign: str, blocked: bool, window: float) 
                 pipe.expire(k, int(window))
         pipe.zadd(index_key(store), {campaign: time.time()})
         pipe.execute()
+
+
+def block(
+    store: RedisStore, campaign: str, *, actor: str, reason: str, window: float, via: str = "cli"
+) -> Campaign:
+    """Refuse every copy of `campaign` from every customer until released; audited."""
+    return _act(store, campaign, True, actor=actor, reason=reason, window=window, via=via)
+
+
+def release(
+    store: RedisStore, campaign: str, *, actor: str, reason: str, window: float, via: str = "cli"
+) -> Campaign:
+    """Lift a campaign block: copies count again and expire with the window; audited."""
+    return _act(store, campaign, False, actor=actor, reason=reason, window=window, via=via)
+
+
+def _act(
+    store: RedisStore,
+    campaign: str,
+    blocked: bool,
+    *,
+    actor: str,
+    reason: str,
+    window: float,
+    via: str,
+) -> Campaign:
+    from relaywarden import audit
+
+    set_blocked(store, campaign, blocked, window)
+    found = get(store, campaign)
+    if found is None:  # expired between the write and the read
+        raise CampaignError(f"campaign {campaign} is not active")
+    audit.record(
+        store,
+        audit.AuditEntry(
+            actor=actor,
+            action="block" if blocked else "unblock",
+            target=f"campaign:{campaign}",
+            reason=reason[:200],
+            details={"subject": found.subject, "vpses": found.vpses, "messages": found.messages},
+            via=via,
+        ),
+    )
+    return found
