@@ -200,6 +200,7 @@ def test_blocked_campaign_is_refused_for_every_customer_until_released(runtime: 
     # Another customer, another name and amount: refused.
     ip, mail_from, rcpts, body, subject = prize(2, 9)
     rc, fate = send(ip, mail_from, rcpts, body, subject)
+    assert rc == Milter.REJECT
     assert fate == "rejected"
     event = store.recent_events(1)[0]
     assert event["action"] == "reject" and "blocked bulk campaign" in event["reply"]
