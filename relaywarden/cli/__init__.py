@@ -21,6 +21,7 @@ from relaywarden.cli import (  # noqa: E402,F401
     limits,
     quarantine,
     run,
+    trace,
     web,
 )
 
