@@ -21,6 +21,7 @@ from relaywarden.policy.forgery import (
 )
 from relaywarden.policy.inventory import CustomerEntry
 from relaywarden.policy.limits import LimitsSection, Plan, check_plans
+from relaywarden.policy.trace import TraceSection
 from relaywarden.policy.types import Duration, Section, SubjectField
 from relaywarden.verdict import Action
 
@@ -149,6 +150,7 @@ class Policy(Section):
     brands: BrandsSection = BrandsSection()
     quarantine: QuarantineSection = QuarantineSection()
     web: WebSection = WebSection()
+    trace: TraceSection = TraceSection()
 
     @model_validator(mode="after")
     def _unique_customers(self) -> Policy:
