@@ -31,7 +31,7 @@ import Milter
 import milter as libmilter
 
 from relaywarden import metrics
-from relaywarden.limits.inventory import build_inventory
+from relaywarden.inventory import build_inventory
 from relaywarden.runtime import Runtime, _resolver_for, _store_for
 
 log = logging.getLogger("relaywarden.workers")
