@@ -23,6 +23,7 @@ import milter as libmilter  # pymilter's C module, for smfi_stop
 from relaywarden import metrics
 from relaywarden.desk import agent
 from relaywarden.milter.adapter import TRANSACTIONS, RelayWardenMilter
+from relaywarden.outcomes import service as outcomes
 from relaywarden.runtime import Runtime
 
 log = logging.getLogger("relaywarden.server")
@@ -58,6 +59,7 @@ def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) 
     Milter.factory = factory
     Milter.set_flags(Milter.QUARANTINE | Milter.SETSYMLIST)
     agent.attach(runtime)  # quarantine index hook; queued desk actions if enabled
+    outcomes.attach(runtime)  # queue id -> identity, login blocks; the log watcher if enabled
     if policy.metrics.listen:
         metrics.serve(policy.metrics.listen)
 

@@ -21,6 +21,7 @@ from relaywarden.policy.forgery import (
 )
 from relaywarden.policy.inventory import CustomerEntry
 from relaywarden.policy.limits import LimitsSection, Plan, check_plans
+from relaywarden.policy.outcomes import LoginsSection, OutcomesSection
 from relaywarden.policy.types import Duration, Section, SubjectField
 from relaywarden.verdict import Action
 
@@ -149,6 +150,8 @@ class Policy(Section):
     brands: BrandsSection = BrandsSection()
     quarantine: QuarantineSection = QuarantineSection()
     web: WebSection = WebSection()
+    outcomes: OutcomesSection = OutcomesSection()
+    logins: LoginsSection = LoginsSection()
 
     @model_validator(mode="after")
     def _unique_customers(self) -> Policy:
