@@ -103,9 +103,10 @@ def judge(login: str, networks: list[str], cfg: LoginsSection) -> list[Finding]:
         "explain": explain(login, len(networks), cfg),
     }
     places = geo.describe(cfg.geoip_db, networks)
-    if places:
-        evidence["countries"] = sorted({p["country"] for p in places if p.get("country")})
-        evidence["asns"] = sorted({p["asn"] for p in places if p.get("asn")})
+    countries = sorted({p["country"] for p in places if p.get("country")})
+    asns = sorted({p["asn"] for p in places if p.get("asn")})
+    if countries or asns:
+        evidence["countries"], evidence["asns"] = countries, asns
     action = {"tempfail": Action.TEMPFAIL, "reject": Action.REJECT}.get(cfg.action)
     if cfg.action == "quarantine":
         action = Action.QUARANTINE
