@@ -22,6 +22,7 @@ from relaywarden.policy.forgery import (
 from relaywarden.policy.inventory import CustomerEntry
 from relaywarden.policy.limits import LimitsSection, Plan, check_plans
 from relaywarden.policy.outcomes import LoginsSection, OutcomesSection
+from relaywarden.policy.trace import TraceSection
 from relaywarden.policy.types import Duration, Section, SubjectField
 from relaywarden.verdict import Action
 
@@ -152,6 +153,7 @@ class Policy(Section):
     web: WebSection = WebSection()
     outcomes: OutcomesSection = OutcomesSection()
     logins: LoginsSection = LoginsSection()
+    trace: TraceSection = TraceSection()
 
     @model_validator(mode="after")
     def _unique_customers(self) -> Policy:
