@@ -13,6 +13,8 @@ ARGV[2]  JSON: {"from": [inode, offset],            where this batch starts: the
                 "to":   [inode, offset, path],      where it ends
                 "s":    [{"c": [[code, window, nsub, amount], ...], "ttl": seconds}, ...]}
                                                     one entry per KEYS[i], i >= 2
+         Without "from" and "to" (the complaints listener) only the counts are
+         added; KEYS[1] is then not touched.
 Returns  {1, now} when counted; {0, inode, offset} when the stored position is
          not "from" (another watcher moved it): nothing is counted.
 
@@ -21,12 +23,14 @@ Counters are the sliding-window ring of check.lua: field "<code><window>:<slot>"
 i-nsub .. i (relaywarden/outcomes/counters.py), within [count over W, count over W+W/nsub].
 ]==]
 
-local pos = redis.call("HMGET", KEYS[1], "inode", "offset")
 local from = spec["from"]
-local stored_inode = tonumber(pos[1]) or 0
-local stored_offset = tonumber(pos[2]) or 0
-if stored_inode ~= from[1] or stored_offset ~= from[2] then
-  return {0, fmt(stored_inode), fmt(stored_offset)}
+if from then
+  local pos = redis.call("HMGET", KEYS[1], "inode", "offset")
+  local stored_inode = tonumber(pos[1]) or 0
+  local stored_offset = tonumber(pos[2]) or 0
+  if stored_inode ~= from[1] or stored_offset ~= from[2] then
+    return {0, fmt(stored_inode), fmt(stored_offset)}
+  end
 end
 
 local function add(key, code, window, nsub, amount)
@@ -52,5 +56,7 @@ for n, scope in ipairs(spec["s"]) do
   redis.call("EXPIRE", key, scope["ttl"])
 end
 local to = spec["to"]
-redis.call("HSET", KEYS[1], "inode", fmt(to[1]), "offset", fmt(to[2]), "path", to[3])
+if to then
+  redis.call("HSET", KEYS[1], "inode", fmt(to[1]), "offset", fmt(to[2]), "path", to[3])
+end
 return {1, fmt(now)}

@@ -21,7 +21,9 @@ from relaywarden.outcomes.counters import (
     AUTH_FAILED,
     BOUNCED,
     CODES,
+    COMPLAINTS,
     DEFERRED,
+    DELIVERED,
     NSUB,
     UNKNOWN_RCPT,
     Tally,
@@ -82,7 +84,7 @@ class OutcomeRead:
 def mail_read(
     policy: Policy, sender: Sender, message: Message, store: RedisStore
 ) -> PendingRead | None:
-    if not policy.outcomes.enabled:
+    if not (policy.outcomes.enabled or policy.complaints.enabled):
         return None
     return OutcomeRead(policy, message, subjects_of(sender), store.keys.prefix)
 
@@ -131,11 +133,48 @@ def _finding(
     )
 
 
-def judge(tallies: list[Tally], cfg: OutcomesSection) -> list[Finding]:
-    """Findings for every subject and kind over its threshold."""
+def complaint_share(tally: Tally) -> float:
+    """Complaints per delivered message (all of them when no delivery was counted)."""
+    c = tally.counts[COMPLAINTS]
+    return c / max(tally.counts[DELIVERED], c) if c else 0.0
+
+
+def judge_complaints(tally: Tally, rule: Threshold, window: float) -> Finding | None:
+    count, share = tally.counts[COMPLAINTS], complaint_share(tally)
+    if count < rule.min_count or share < rule.share:
+        return None
+    explain = (
+        f"{tally.subject}: {count} complaints against {tally.counts[DELIVERED]} delivered "
+        f"messages ({share:.1%}) in the last {format_duration(window)}; the threshold is "
+        f"{rule.share:.1%} and at least {rule.min_count}"
+    )
+    evidence = {
+        "subject": tally.subject,
+        "count": count,
+        "delivered": tally.counts[DELIVERED],
+        "share": round(share, 4),
+        "threshold_share": rule.share,
+        "threshold_count": rule.min_count,
+        "window": format_duration(window),
+        "explain": explain,
+    }
+    text = "Recipients reported too many of your recent messages as spam"
+    return _finding("complaints", rule.action, rule.score, evidence, text)
+
+
+def judge(
+    tallies: list[Tally], cfg: OutcomesSection, complaints: Threshold | None = None
+) -> list[Finding]:
+    """Findings for every subject and kind over its threshold (complaints when given)."""
     findings = []
     window = format_duration(cfg.window)
     for tally in tallies:
+        if complaints is not None:
+            found = judge_complaints(tally, complaints, cfg.window)
+            if found is not None:
+                findings.append(found)
+        if not cfg.enabled:
+            continue
         for code, rule in rules(cfg):
             if not crosses(tally, code, rule.share, rule.min_count):
                 continue
@@ -206,7 +245,10 @@ def run_mail(ctx: Context) -> list[Finding]:
     tallies = ctx.message.notes.get(NOTE)
     if not isinstance(tallies, list):
         return []
-    return judge(tallies, ctx.policy.outcomes)
+    policy = ctx.policy
+    return judge(
+        tallies, policy.outcomes, policy.complaints.threshold if policy.complaints.enabled else None
+    )
 
 
 MAIL = Check("outcomes.mail", Stage.MAIL, run_mail)

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from relaywarden.keys import digest
 from relaywarden.subjects import Subject
 
 # One letter per counted kind: the field names stay short (memory per subject).
 DELIVERED, DEFERRED, BOUNCED, UNKNOWN_RCPT, AUTH_FAILED = "d", "f", "b", "u", "a"
+COMPLAINTS = "c"  # written by the complaints listener (relaywarden/complaints/)
 CODES = {
     DELIVERED: "delivered",
     DEFERRED: "deferred",
     BOUNCED: "bounced",
     UNKNOWN_RCPT: "unknown_recipients",
     AUTH_FAILED: "auth_failures",
+    COMPLAINTS: "complaints",
 }
 NSUB = 12  # sub-buckets of the policy window: a window of 1h slides by 5 minutes
 DAY, HOURS = 86400.0, 24
@@ -37,6 +40,28 @@ def day_key(prefix: str, subject: Subject) -> str:
 
 def position_key(prefix: str, relay: str) -> str:
     return f"{prefix}:watch:{digest(relay)}"
+
+
+def increments_spec(
+    prefix: str, increments: Mapping[Subject, Mapping[str, int]], window: float
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """KEYS (from the second on) and "s" entries of outcomes.lua for these counts:
+    each subject's window ring and its 24-hour chart."""
+    keys: list[str] = []
+    scopes: list[dict[str, Any]] = []
+    for subject, per in increments.items():
+        keys.append(window_key(prefix, subject))
+        scopes.append(
+            {
+                "c": [[code, window, NSUB, n] for code, n in per.items()],
+                "ttl": int(window * (1 + 1 / NSUB)) + 60,
+            }
+        )
+        keys.append(day_key(prefix, subject))
+        scopes.append(
+            {"c": [[code, DAY, HOURS, n] for code, n in per.items()], "ttl": int(DAY) + 3700}
+        )
+    return keys, scopes
 
 
 def _fmt(x: float) -> str:

@@ -35,11 +35,8 @@ from relaywarden.outcomes import counters
 from relaywarden.outcomes.counters import (
     AUTH_FAILED,
     BOUNCED,
-    DAY,
     DEFERRED,
     DELIVERED,
-    HOURS,
-    NSUB,
     UNKNOWN_RCPT,
 )
 from relaywarden.outcomes.parse import AuthFailure, Delivery, Unknown, parse
@@ -240,22 +237,10 @@ class Watcher:
     def _commit(
         self, base: Position, end: Position, path: str, increments: dict[Subject, dict[str, int]]
     ) -> bool:
-        prefix = self.store.keys.prefix
-        window = self.policy.outcomes.window
-        keys = [self.position_key]
-        scopes: list[dict[str, Any]] = []
-        for subject, per in increments.items():
-            keys.append(counters.window_key(prefix, subject))
-            scopes.append(
-                {
-                    "c": [[code, window, NSUB, n] for code, n in per.items()],
-                    "ttl": int(window * (1 + 1 / NSUB)) + 60,
-                }
-            )
-            keys.append(counters.day_key(prefix, subject))
-            scopes.append(
-                {"c": [[code, DAY, HOURS, n] for code, n in per.items()], "ttl": int(DAY) + 3700}
-            )
+        keys, scopes = counters.increments_spec(
+            self.store.keys.prefix, increments, self.policy.outcomes.window
+        )
+        keys = [self.position_key, *keys]
         spec = {
             "from": [base.inode, base.offset],
             "to": [end.inode, end.offset, path],

@@ -112,3 +112,29 @@ class LoginsSection(Section):
     geoip_db: str = ""
     webhook: WebhookSection = WebhookSection()
     email: EmailSection = EmailSection()
+
+
+class ComplaintsSection(Section):
+    """`relaywarden complaints`: the SMTP listener the provider's abuse@ / FBL
+    address points at; complaints feed findings like delivery outcomes."""
+
+    # Counted and judged at MAIL FROM only when enabled (the listener runs anyway).
+    enabled: bool = False
+    listen: str = "127.0.0.1:2525"
+    # Reports above this size are refused at DATA (552); ARF reports are small.
+    max_size: int = Field(default=2_000_000, ge=10_000, le=50_000_000)
+    # Messages accepted per client address per minute; more get 451 4.7.1.
+    per_client_per_minute: int = Field(default=120, ge=1)
+    # How many complaints (attributed or not) the desk keeps, newest first.
+    keep: int = Field(default=10_000, ge=100, le=1_000_000)
+    # Complaints over the `[outcomes] window`: a share of the subject's delivered
+    # mail in the same window (all complaints when nothing was counted) AND a count.
+    threshold: Threshold = Threshold(share=0.01, min_count=3, action="quarantine")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("HOST:PORT to listen on, e.g. '127.0.0.1:2525'")
+        return value

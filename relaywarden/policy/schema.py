@@ -21,7 +21,7 @@ from relaywarden.policy.forgery import (
 )
 from relaywarden.policy.inventory import CustomerEntry
 from relaywarden.policy.limits import LimitsSection, Plan, check_plans
-from relaywarden.policy.outcomes import LoginsSection, OutcomesSection
+from relaywarden.policy.outcomes import ComplaintsSection, LoginsSection, OutcomesSection
 from relaywarden.policy.trace import TraceSection
 from relaywarden.policy.types import Duration, Section, SubjectField
 from relaywarden.verdict import Action
@@ -153,6 +153,7 @@ class Policy(Section):
     web: WebSection = WebSection()
     outcomes: OutcomesSection = OutcomesSection()
     logins: LoginsSection = LoginsSection()
+    complaints: ComplaintsSection = ComplaintsSection()
     trace: TraceSection = TraceSection()
 
     @model_validator(mode="after")
