@@ -15,6 +15,7 @@ app = typer.Typer(
 # Imported for their side effect of registering commands on `app`.
 from relaywarden.cli import (  # noqa: E402,F401
     audit,
+    campaigns,
     complaints,
     config,
     demo,

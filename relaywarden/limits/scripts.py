@@ -24,8 +24,9 @@ def _read(name: str) -> str:
     return resources.files("relaywarden.lua").joinpath(f"{name}.lua").read_text("utf-8")
 
 
-# outcomes.lua and logins.lua: relaywarden/outcomes and relaywarden/logins.
-_SCRIPTS = ("check", "commit", "outcomes", "logins")
+# outcomes.lua and logins.lua: relaywarden/outcomes and relaywarden/logins;
+# campaign.lua: relaywarden/content.
+_SCRIPTS = ("check", "commit", "campaign", "outcomes", "logins")
 _SOURCES = {name: _read("prelude") + _read(name) for name in _SCRIPTS}
 SHA = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in _SOURCES.items()}
 
