@@ -30,6 +30,7 @@ from io import BytesIO
 from pathlib import Path
 
 import Milter
+import redis as redis_client
 from Milter.testctx import TestCtx
 
 from bench.procstat import process_cpu_seconds
@@ -123,15 +124,25 @@ def main(argv: list[str] | None = None) -> None:
         for n in range(args.warmup):  # DNS cache, Lua scripts loaded, imports done
             one_message(n)
         assert redis.proc is not None
-        run(args, redis.proc.pid)
+        run(args, redis.proc.pid, url)
     finally:
         redis.stop()
         dns.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run(args: argparse.Namespace, redis_pid: int) -> None:
+def redis_calls(url: str) -> dict[str, int]:
+    client = redis_client.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+
+
+def run(args: argparse.Namespace, redis_pid: int, url: str) -> None:
     gc.collect()
+    calls0 = redis_calls(url)
     # Timed by process CPU time: waiting for Redis or DNS is not what we are cutting.
     profiler = cProfile.Profile(time.process_time) if args.profile else None
     rss: list[tuple[int, int]] = [(0, rss_kib())]
@@ -151,9 +162,12 @@ def run(args: argparse.Namespace, redis_pid: int) -> None:
         profiler.disable()
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     redis_cpu = process_cpu_seconds(redis_pid) - redis_cpu0
+    calls = {k: n - calls0.get(k, 0) for k, n in redis_calls(url).items() if k != "info"}
     print(f"{done} messages in {wall:.1f} s wall ({refused} not accepted)")
     print(f"adapter CPU per message: {cpu / done * 1e3:.3f} ms (process time, TestCtx included)")
     print(f"redis-server CPU per message: {redis_cpu / done * 1e3:.3f} ms")
+    per = ", ".join(f"{k} {n / done:.2f}" for k, n in sorted(calls.items()) if n)
+    print(f"Redis commands per message: {sum(calls.values()) / done:.2f} ({per})")
     if args.rss:
         print(f"max RSS (getrusage): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss} KiB")
         for n, kib in rss:
