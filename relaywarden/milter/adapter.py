@@ -138,7 +138,9 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         self.client_text = str(self.client_address or hostname)
         return int(Milter.CONTINUE)
 
-    @Milter.noreply
+    # No check reads the HELO name: Postfix is told not to send it at all (one
+    # packet and one callback less per connection). To use it, make this @noreply.
+    @Milter.nocallback
     def hello(self, hostname: str) -> int:
         self.helo = hostname or ""
         return int(Milter.CONTINUE)
@@ -181,6 +183,22 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         # Answered (not @noreply) on purpose: a reply here carries the TCP ACK that
         # stops Nagle + delayed ACK from stalling every message by ~40 ms.
         return int(Milter.CONTINUE)
+
+    @classmethod
+    def for_listen(cls, listen: str) -> type[RelayWardenMilter]:
+        """The class to serve `listen` with: over a unix socket (no Nagle there)
+        DATA needs no answer, which saves Postfix a round trip per message."""
+        if not listen.startswith(("unix:", "local:")):
+            return cls
+
+        def data(self: RelayWardenMilter) -> int:  # the name tells pymilter which callback
+            return int(Milter.CONTINUE)
+
+        # pymilter caches the mask on the class, and a subclass would find its
+        # parent's: state the subclass's own.
+        mask = cls.protocol_mask() & ~Milter.P_NR_DATA
+        members = {"data": Milter.noreply(data), "_protocol_mask": mask}
+        return type(f"{cls.__name__}OverUnix", (cls,), members)
 
     # -- content -------------------------------------------------------------
     @Milter.noreply

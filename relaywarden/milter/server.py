@@ -57,6 +57,7 @@ def _fix_socket_mode(path: Path, mode: int, deadline: float) -> None:
 def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) -> int:
     """Serve until SIGTERM. `factory` lets a benchmark run a variant of the adapter."""
     policy = runtime.policy
+    factory = factory.for_listen(policy.milter.listen)
     factory.runtime = runtime
     Milter.factory = factory
     # ADDHDRS/CHGHDRS: the trace header is stamped at end of message, a
