@@ -434,3 +434,37 @@ def test_audit_is_paged_and_filtered_over_the_whole_stream(
     assert len(seen) == 1501 == len(set(seen))
     html = client.get("/audit", params={"actor": "mallory"}).text
     assert 'id="older"' in html
+
+
+def test_relaywarden_web_reloads_on_sighup_and_a_removed_user_is_out(
+    stack: Stack, tmp_path: Path
+) -> None:
+    import re
+    import signal
+
+    import httpx
+
+    from relaywarden.devstack.procs import poll_until
+    from relaywarden.devstack.web import WebProcess
+
+    policy = desk_policy(stack, tmp_path / "reload.toml")
+    with (
+        WebProcess(policy, stack.redis_url, tmp_path) as web,
+        httpx.Client(base_url=web.url, timeout=30) as client,
+    ):
+        token = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)
+        assert token
+        data = {"username": "victor", "password": PASSWORDS["victor"], "csrf": token.group(1)}
+        assert client.post("/login", data=data).status_code == 303
+        assert client.get("/blocks").status_code == 200
+        # victor leaves the policy; the operator reloads the desk.
+        text = policy.read_text()
+        start = text.index('[[web.users]]\nname = "victor"')
+        policy.write_text(text[:start] + text[start:].split("\n", 4)[-1])
+        assert web.proc is not None
+        web.proc.popen.send_signal(signal.SIGHUP)
+        poll_until(lambda: client.get("/blocks").status_code == 303, 20, "victor logged out")
+        assert client.get("/blocks").headers["location"] == "/login"
+        log = web.proc.log_text()
+        assert "policy reloaded: 1 web users" in log
+        assert "login of 'victor'" in log  # logins go to the log, not only to Redis
