@@ -17,8 +17,10 @@ from typing import Any, ClassVar
 
 import Milter
 
-from relaywarden import engine, metrics
+from relaywarden import engine, metrics, trace
 from relaywarden.checks import Stage
+from relaywarden.content import campaigns
+from relaywarden.content.stream import ContentStream
 from relaywarden.decisionlog import decision_fields, log_decision
 from relaywarden.dns import DnsSession
 from relaywarden.identity import Sender, identify
@@ -26,7 +28,7 @@ from relaywarden.message import BodyDigest, IPAddress, Message, normalise_ip
 from relaywarden.milter.apply import apply_verdict, internal_error, set_reply
 from relaywarden.refs import new_ref
 from relaywarden.runtime import Runtime
-from relaywarden.store import Outcome
+from relaywarden.store import Outcome, RedisStore
 from relaywarden.verdict import Action, Finding, TempFailReply, Verdict
 
 log = logging.getLogger("relaywarden.milter")
@@ -112,11 +114,14 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         self.sender: Sender = identify(self.message)
         self.dns: DnsSession | None = None  # one DNS budget per message, set at MAIL FROM
         self.digest = BodyDigest()
+        self.content: ContentStream | None = None  # the bounded view, built from end of headers
         # Findings from MAIL/RCPT that only take effect at end of message (quarantine).
         self.carried: list[Finding] = []
         # Per-recipient decisions, recorded with the transaction's last one (one round trip).
         self.deferred: list[dict[str, Any]] = []
         self.started = time.monotonic()
+        # Customer-supplied headers with our trace header's name, removed at the stamp.
+        self.trace_headers_seen = 0
 
     # -- connection ------------------------------------------------------
     @Milter.noreply
@@ -180,15 +185,21 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
     @Milter.decode("bytes")
     def header(self, name: str, value: bytes) -> int:
         self.message.add_header(name, value)
+        if name.lower() == self.runtime.policy.trace.header.lower():
+            self.trace_headers_seen += 1  # counted apart: add_header keeps only so many
         return int(Milter.CONTINUE)
 
     @Milter.noreply
     def eoh(self) -> int:
+        if self.runtime.policy.content.enabled:
+            self.content = ContentStream(self.message.headers, self.runtime.policy.content.caps)
         return int(Milter.CONTINUE)
 
     @Milter.noreply
     def body(self, chunk: bytes) -> int:
         self.digest.update(chunk)
+        if self.content is not None:
+            self.content.feed(chunk)
         return int(Milter.CONTINUE)
 
     @Milter.symlist("i")
@@ -197,8 +208,16 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         msg = self.message
         msg.queue_id = self.getsymval("i") or msg.queue_id
         msg.body_size, msg.body_digest = self.digest.size, self.digest.hexdigest()
+        if self.content is not None:
+            msg.content, self.content = self.content.finish(), None
+        stamp = trace.stamp(self.runtime.policy.trace, msg.queue_id, time.time())
+        if stamp is not None:
+            msg.notes[trace.NOTE] = stamp
         try:
-            return self._decide(Stage.EOM)
+            status = self._decide(Stage.EOM)
+            if stamp is not None and status == Milter.ACCEPT:
+                self._stamp_trace(stamp)
+            return status
         finally:
             self._end_transaction()
 
@@ -235,7 +254,23 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         metrics.DECISION_SECONDS.labels(stage=stage.name.lower()).observe(latency / 1000)
         if stage == Stage.EOM or verdict.action not in (Action.ACCEPT, Action.QUARANTINE):
             self._log(verdict, stage, latency)
+        if stage == Stage.EOM:
+            verdict = self._settle(verdict, latency)
         return apply_verdict(self, verdict, stage)
+
+    def _settle(self, verdict: Verdict, latency_ms: float) -> Verdict:
+        """The end-of-message round trip read the message's campaign: it may move the verdict."""
+        store = self.runtime.store
+        if not isinstance(store, RedisStore):
+            return verdict
+        late = campaigns.late_findings(store, self.message.notes, self.runtime.policy)
+        if not late:
+            return verdict
+        moved = engine.combine([*verdict.findings, *late], self.runtime.policy, self.ref)
+        if moved.action == verdict.action:
+            return verdict
+        self._log(moved, Stage.EOM, latency_ms)  # the moved verdict's event, index entry
+        return moved
 
     def _log(self, verdict: Verdict, stage: Stage, latency_ms: float) -> None:
         policy = self.runtime.policy
@@ -245,6 +280,9 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         fields = decision_fields(
             self.message, self.sender, verdict, stage, latency_ms, policy.log.addresses
         )
+        stamp = self.message.notes.get(trace.NOTE)
+        if stage == Stage.EOM and stamp is not None and verdict.action <= Action.QUARANTINE:
+            fields["trace"] = stamp.token
         log_decision(fields)
         if stage == Stage.RCPT:
             self.deferred.append(fields)
@@ -254,6 +292,18 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
             self.runtime.store.finish(Outcome(self.message, self.sender, verdict, fields), earlier)
         except Exception as exc:  # a record, not a gate: the verdict stands
             log.warning("could not record decision %s: %s", verdict.ref, exc)
+
+    def _stamp_trace(self, stamp: trace.Stamp) -> None:
+        """Our token as the only header of its name, added last (smfi_addheader)."""
+        name = self.runtime.policy.trace.header
+        try:
+            # Highest index first, so each removal leaves the lower indexes in place.
+            for index in range(self.trace_headers_seen, 0, -1):
+                self.chgheader(name, index, "")
+            self.addheader(name, stamp.token)
+        except Exception as exc:  # the verdict stands: mail is never lost over a stamp
+            metrics.INTERNAL_ERRORS.inc()
+            log.warning("could not stamp trace header (queue id %s): %s", stamp.info.queue_id, exc)
 
     def _flush_deferred(self) -> None:
         """A transaction ended with no final decision (every recipient refused, RSET, QUIT)."""

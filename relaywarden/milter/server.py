@@ -24,6 +24,7 @@ from relaywarden import metrics
 from relaywarden.desk import agent
 from relaywarden.milter.adapter import TRANSACTIONS, RelayWardenMilter
 from relaywarden.runtime import Runtime
+from relaywarden.trace import record as trace_record
 
 log = logging.getLogger("relaywarden.server")
 
@@ -56,7 +57,12 @@ def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) 
     policy = runtime.policy
     factory.runtime = runtime
     Milter.factory = factory
-    Milter.set_flags(Milter.QUARANTINE | Milter.SETSYMLIST)
+    # ADDHDRS/CHGHDRS: the trace header is stamped at end of message, a
+    # customer's header of the same name removed first.
+    Milter.set_flags(Milter.QUARANTINE | Milter.SETSYMLIST | Milter.ADDHDRS | Milter.CHGHDRS)
+    trace_record.attach(policy.trace.retention)
+    if policy.trace.signing_key is None:
+        log.warning("no [[trace.keys]] in the policy: messages are not stamped with a trace token")
     agent.attach(runtime)  # quarantine index hook; queued desk actions if enabled
     if policy.metrics.listen:
         metrics.serve(policy.metrics.listen)
