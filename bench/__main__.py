@@ -12,6 +12,7 @@ BENCHES = [
     "bench.desk",
     "bench.desk_preview",
     "bench.limits",
+    "bench.content",
     "bench.adapter",
     "bench.paired",
 ]
