@@ -38,7 +38,7 @@ from pathlib import Path
 
 import redis
 
-from bench.procstat import process_cpu_seconds, tree_cpu_seconds
+from bench.procstat import process_cpu_seconds, tree_cpu_split
 from relaywarden.devstack.dns import DnsServer
 from relaywarden.devstack.milter import PROJECT_ROOT
 from relaywarden.devstack.postfix import PostfixInstance
@@ -90,6 +90,7 @@ class Run:
     ok: bool = False
     rate: float = 0.0  # delivered/s
     milter_cpu: float = 0.0  # seconds over the measured batch
+    milter_sys: float = 0.0  # of which in the kernel (syscalls, thread switches)
     redis_cpu: float = 0.0
     redis_cmds: int = 0
     stages: dict[str, list[float]] = field(default_factory=dict)
@@ -201,12 +202,15 @@ class Bench:
             base, cmds0 = self.delivered(), self.redis_commands()
             assert self.redis.proc is not None
             redis0 = process_cpu_seconds(self.redis.proc.pid)
-            cpu0 = tree_cpu_seconds(proc.pid) if proc else 0.0
+            cpu0 = tree_cpu_split(proc.pid) if proc else (0.0, 0.0)
             started = time.perf_counter()
             self.send(postfix, self.args.msgs)
             self.wait_delivered(postfix, base + self.args.msgs)
             elapsed = time.perf_counter() - started
-            result.milter_cpu = (tree_cpu_seconds(proc.pid) - cpu0) if proc else 0.0
+            if proc:
+                user, system = tree_cpu_split(proc.pid)
+                result.milter_cpu = user + system - sum(cpu0)
+                result.milter_sys = system - cpu0[1]
             result.redis_cpu = process_cpu_seconds(self.redis.proc.pid) - redis0
             result.redis_cmds = self.redis_commands() - cmds0
             result.rate = self.args.msgs / elapsed
@@ -253,8 +257,9 @@ def report(runs: list[Run], variants: list[str], msgs: int) -> str:
     baseline = {r.round: r.rate for r in runs if r.variant == "none" and r.ok}
     lines = [
         f"{'variant':<9} {'ok':>5} {'deliv/s':>8} {'paired':>7} {'milter CPU':>10} "
-        f"{'redis CPU':>9} {'redis':>6}   decision p50/p99 ms without DNS",
-        f"{'':<9} {'':>5} {'median':>8} {'ratio':>7} {'ms/msg':>10} {'ms/msg':>9} {'cmd/m':>6}",
+        f"{'kernel':>6} {'redis CPU':>9} {'redis':>6}   decision p50/p99 ms without DNS",
+        f"{'':<9} {'':>5} {'median':>8} {'ratio':>7} {'ms/msg':>10} {'share':>6} "
+        f"{'ms/msg':>9} {'cmd/m':>6}",
     ]
     for variant in variants:
         good = [r for r in runs if r.variant == variant and r.ok]
@@ -266,6 +271,7 @@ def report(runs: list[Run], variants: list[str], msgs: int) -> str:
         pairs = [r.rate / baseline[r.round] for r in good if baseline.get(r.round)]
         paired = f"{statistics.median(pairs):.2f}" if pairs else "-"
         cpu = statistics.median(r.milter_cpu for r in good) / msgs * 1e3
+        kernel = statistics.median(r.milter_sys / r.milter_cpu if r.milter_cpu else 0 for r in good)
         rcpu = statistics.median(r.redis_cpu for r in good) / msgs * 1e3
         cmds = statistics.median(r.redis_cmds for r in good) / msgs
         stages: dict[str, list[float]] = {}
@@ -278,7 +284,7 @@ def report(runs: list[Run], variants: list[str], msgs: int) -> str:
         rate = statistics.median(r.rate for r in good)
         lines.append(
             f"{variant:<9} {len(good):>2}/{total:<2} {rate:>8.1f}"
-            f" {paired:>7} {cpu if variant != 'none' else 0:>10.3f} {rcpu:>9.3f} {cmds:>6.2f}"
+            f" {paired:>7} {cpu:>10.3f} {kernel:>6.0%} {rcpu:>9.3f} {cmds:>6.2f}"
             f"   {lat or '-'}"
         )
     return "\n".join(lines)
