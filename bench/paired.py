@@ -93,6 +93,7 @@ class Run:
     milter_sys: float = 0.0  # of which in the kernel (syscalls, thread switches)
     redis_cpu: float = 0.0
     redis_cmds: int = 0
+    redis_by_command: dict[str, int] = field(default_factory=dict)
     stages: dict[str, list[float]] = field(default_factory=dict)
     error: str = ""
 
@@ -133,13 +134,14 @@ class Bench:
             found = re.findall(rb"mesg=(\d+)", f.read())
         return int(found[-1]) if found else 0
 
-    def redis_commands(self) -> int:
+    def redis_commands(self) -> dict[str, int]:
+        """Calls per command so far (commands run inside Lua scripts included)."""
         client = redis.Redis.from_url(self.redis_url)
         try:
             stats = client.info("commandstats")
         finally:
             client.close()
-        return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+        return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
 
     # -- one run -----------------------------------------------------------
     def start_milter(self, variant: str, rundir: Path) -> tuple[Proc | None, str]:
@@ -212,7 +214,13 @@ class Bench:
                 result.milter_cpu = user + system - sum(cpu0)
                 result.milter_sys = system - cpu0[1]
             result.redis_cpu = process_cpu_seconds(self.redis.proc.pid) - redis0
-            result.redis_cmds = self.redis_commands() - cmds0
+            cmds1 = self.redis_commands()
+            result.redis_by_command = {
+                k: n - cmds0.get(k, 0)
+                for k, n in cmds1.items()
+                if k != "info" and n > cmds0.get(k, 0)
+            }
+            result.redis_cmds = sum(result.redis_by_command.values())
             result.rate = self.args.msgs / elapsed
             if proc:
                 result.stages = stage_latencies(rundir / "milter.log", log_offset)
@@ -287,6 +295,13 @@ def report(runs: list[Run], variants: list[str], msgs: int) -> str:
             f" {paired:>7} {cpu:>10.3f} {kernel:>6.0%} {rcpu:>9.3f} {cmds:>6.2f}"
             f"   {lat or '-'}"
         )
+    for variant in variants[1:]:
+        last = [r for r in runs if r.variant == variant and r.ok][-1:]
+        if last:
+            per = ", ".join(
+                f"{k} {n / msgs:.2f}" for k, n in sorted(last[0].redis_by_command.items())
+            )
+            lines.append(f"Redis commands per message, {variant}: {per}")
     return "\n".join(lines)
 
 
