@@ -80,6 +80,7 @@ class SubjectOutcomes:
     per_hour: dict[str, list[int]]
     findings: list[Finding]
     networks: list[tuple[str, float]]
+    enforced: bool = False  # [outcomes] enabled: findings act at MAIL FROM
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +93,7 @@ class SubjectOutcomes:
             "per_hour": self.per_hour,
             "findings": [f.as_dict() for f in self.findings],
             "networks": [{"network": n, "last_seen": t} for n, t in self.networks],
+            "enforced": self.enforced,
         }
 
 
@@ -115,8 +117,9 @@ def subject_outcomes(
                 withscores=True,
             )
     networks = [(n.decode(), float(t)) for n, t in nets]
-    complaints = policy.complaints.threshold if policy.complaints.enabled else None
-    findings = judge([tally], cfg, complaints)
+    # Judged against the thresholds even where [outcomes] is not enforced yet:
+    # the desk shows what would cross, and `enforced` says whether it does.
+    findings = judge([tally], cfg.model_copy(update={"enabled": True}), policy.complaints.threshold)
     if subject.kind == "user":
         findings += judge_login(subject.value, [n for n, _ in networks], policy.logins)
     thresholds: dict[str, dict[str, Any]] = {
@@ -145,6 +148,7 @@ def subject_outcomes(
         per_hour={counters.CODES[c]: v for c, v in counters.per_hour(day or {}, now).items()},
         findings=findings,
         networks=networks,
+        enforced=cfg.enabled,
     )
 
 
@@ -176,6 +180,8 @@ def outcomes_text(report: dict[str, Any]) -> str:
     if report["networks"]:
         nets = ", ".join(n["network"] for n in report["networks"])
         lines.append(f"  networks of this login in the window ({len(report['networks'])}): {nets}")
+    note = "" if report["enforced"] else " (not enforced: [outcomes] is off)"
     for finding in report["findings"]:
-        lines.append(f"  FINDING {finding['name']}: {finding['evidence'].get('explain', '')}")
+        explain = finding["evidence"].get("explain", "")
+        lines.append(f"  FINDING {finding['name']}{note}: {explain}")
     return "\n".join(lines)
