@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -225,3 +227,30 @@ def test_watch_restart_counts_nothing_twice(stack: Stack, tmp_path: Path) -> Non
     before = watch_once(stack)
     again = watch_once(stack)
     assert again["lines"] == 0 and before["unknown_lines"] == 0
+
+
+def test_watcher_as_a_thread_of_run(tmp_path: Path) -> None:
+    # The stack's directory chosen here, so the policy can name Postfix's log.
+    workdir = Path(tempfile.mkdtemp(prefix="rw-e2e-watch-"))
+    policy = tmp_path / "policy.toml"
+    log_file = workdir / "postfix" / "maillog"
+    policy.write_text(
+        CUSTOMERS + f'\n[outcomes]\nenabled = true\nstart_at = "start"\nwatch_in_milter = true\n'
+        f'log_file = "{log_file}"\npoll = "200ms"\n'
+    )
+    stack = Stack(policy, workdir=workdir).start()
+    try:
+        stack.sink.refuse("@gone.example")
+        for n in range(5):
+            assert send(stack, "203.0.113.50", f"u{n}@gone.example", "list@shop.example") == 250
+        store = RedisStore(redis.Redis.from_url(stack.redis_url), "rw")
+
+        def bounced() -> int:
+            now = float(store.client.time()[0])
+            fields = store.client.hgetall(counters.window_key("rw", Subject("vps", "203.0.113.50")))
+            return counters.counts(fields, 3600.0, NSUB, now)["b"]  # type: ignore[arg-type]
+
+        poll_until(lambda: bounced() == 5, 30, "the milter's watcher thread to count 5 bounces")
+    finally:
+        stack.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
