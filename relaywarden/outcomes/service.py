@@ -32,6 +32,10 @@ def attach(runtime: Runtime) -> threading.Event | None:
     cfg = runtime.policy.outcomes
     if not (cfg.enabled and cfg.watch_in_milter and cfg.log_file):
         return None
+    from relaywarden.milter import workers
+
+    if workers.INDEX not in (None, 0):
+        return None  # one watcher per relay: worker 0 (another would only find the work done)
     watcher = Watcher(runtime.store, runtime.policy, notify=warner(runtime.store, runtime.policy))
     return follow_in_thread(watcher)
 
