@@ -8,6 +8,7 @@ import os
 from relaywarden.checks import BLOCKS_NOTE, Check, Context, Stage
 from relaywarden.limits.fetch import LimitState, fetch
 from relaywarden.limits.model import Binding, Burst
+from relaywarden.policy import Policy
 from relaywarden.policy.durations import format_duration
 from relaywarden.store import RedisStore
 from relaywarden.verdict import Action, Finding, TempFailReply
@@ -101,7 +102,30 @@ def run_eom(ctx: Context) -> list[Finding]:
 
 MAIL = Check("limits.mail", Stage.MAIL, run_mail)
 RCPT = Check("limits.rcpt", Stage.RCPT, run_rcpt)
-EOM = Check("limits.eom", Stage.EOM, run_eom)
+_BYTES_SEEN: tuple[Policy, bool] | None = None  # the last policy asked about
+
+
+def uses_bytes(policy: Policy) -> bool:
+    """True when any plan, scope, override or the global ceiling limits bytes."""
+    global _BYTES_SEEN
+    seen = _BYTES_SEEN
+    if seen is not None and seen[0] is policy:  # asked once per connection: cache it
+        return seen[1]
+    result = _has_bytes(policy.model_dump(include={"plans", "limits"}))
+    _BYTES_SEEN = (policy, result)
+    return result
+
+
+def _has_bytes(node: object) -> bool:
+    if isinstance(node, dict):
+        return bool(node.get("bytes")) or any(_has_bytes(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_bytes(v) for v in node)
+    return False
+
+
+# Bytes are counted from the body's size.
+EOM = Check("limits.eom", Stage.EOM, run_eom, needs_body=uses_bytes)
 
 # Registers the end-of-message commit on RedisStore.finish's pipeline.
 from relaywarden.limits import hook as _hook  # noqa: E402,F401
