@@ -30,6 +30,7 @@ _PARTS = {
     "check": ("prelude", "window", "check"),
     "reserve": ("prelude", "window", "reserve"),
     "commit": ("prelude", "window", "commit"),
+    "campaign": ("prelude", "campaign"),
 }
 _SOURCES = {name: "".join(_read(part) for part in parts) for name, parts in _PARTS.items()}
 SHA = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in _SOURCES.items()}
