@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from relaywarden.policy.crosscheck import cross_errors
 from relaywarden.policy.desk import QuarantineSection, WebSection
 from relaywarden.policy.forgery import (
     BrandsSection,
@@ -20,7 +21,7 @@ from relaywarden.policy.forgery import (
     SenderCheckSection,
 )
 from relaywarden.policy.inventory import CustomerEntry
-from relaywarden.policy.limits import LimitsSection, Plan, check_plans
+from relaywarden.policy.limits import LimitsSection, Plan
 from relaywarden.policy.types import Duration, Section, SubjectField
 from relaywarden.verdict import Action
 
@@ -151,11 +152,12 @@ class Policy(Section):
     web: WebSection = WebSection()
 
     @model_validator(mode="after")
-    def _unique_customers(self) -> Policy:
-        seen: set[str] = set()
-        for customer in self.customers:
-            if customer.id in seen:
-                raise ValueError(f"customer id {customer.id!r} is listed twice")
-            seen.add(customer.id)
-        check_plans(self.plans, self.limits, [c.plan for c in self.customers])
+    def _cross_checks(self, info: ValidationInfo) -> Policy:
+        # The loader runs these on the raw file (to report them in the same pass
+        # as per-key errors) and says so; a policy built in code gets them here.
+        if info.context and info.context.get("cross_checked"):
+            return self
+        errors = cross_errors(self.model_dump())
+        if errors:
+            raise ValueError("; ".join(f"{where}: {reason}" for where, reason in errors))
         return self
