@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 
-
 def _discover(value: Path | None) -> Path:
     from relaywarden.policy.loader import discover_policy
 

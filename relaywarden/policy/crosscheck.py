@@ -52,9 +52,9 @@ def _duplicate_ids(customers: list[Mapping[str, Any]]) -> list[tuple[str, str]]:
         if not isinstance(ident, str):
             continue
         if ident in seen:
-            errors.append(
-                (f"customers[{n}].id", f"customer id {ident!r} is listed twice (customers[{seen[ident]}])")
-            )
+            first = f"customers[{seen[ident]}]"
+            reason = f"customer id {ident!r} is listed twice ({first})"
+            errors.append((f"customers[{n}].id", reason))
         else:
             seen[ident] = n
     return errors
