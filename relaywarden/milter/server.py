@@ -12,27 +12,19 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import stat
 import threading
 import time
-from pathlib import Path
 
 import Milter
 import milter as libmilter  # pymilter's C module, for smfi_stop
 
 from relaywarden import metrics
+from relaywarden.daemon import banner, notify, sockets
 from relaywarden.desk import agent
 from relaywarden.milter.adapter import TRANSACTIONS, RelayWardenMilter
 from relaywarden.runtime import Runtime
 
 log = logging.getLogger("relaywarden.server")
-
-
-def _unix_path(listen: str) -> Path | None:
-    for prefix in ("unix:", "local:"):
-        if listen.startswith(prefix):
-            return Path(listen[len(prefix) :])
-    return None
 
 
 def _serve(runtime: Runtime, errors: list[BaseException]) -> None:
@@ -43,23 +35,57 @@ def _serve(runtime: Runtime, errors: list[BaseException]) -> None:
         errors.append(exc)
 
 
-def _fix_socket_mode(path: Path, mode: int, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if path.exists() and stat.S_ISSOCK(path.stat().st_mode):
-            path.chmod(mode)
-            return
-        time.sleep(0.01)
+def announce(runtime: Runtime) -> None:
+    """The start-up line, then one warning per check the policy leaves off."""
+    policy = runtime.policy
+    line = banner.startup_line(policy, runtime.policy_path)
+    fields = banner.startup_fields(policy, runtime.policy_path)
+    log.info(line, extra={"fields": {"event": "start", "message": line, **fields}})
+    for warning in banner.warnings(policy, runtime.policy_path):
+        log.warning("%s", warning)
+
+
+def prepare(runtime: Runtime) -> None:
+    """Everything that can fail before serving, each failure one CannotListen line:
+    the milter and metrics addresses taken, a socket owner or group unknown."""
+    milter = runtime.policy.milter
+    sockets.probe(milter.listen, "milter")
+    listen = runtime.policy.metrics.listen
+    if listen:
+        sockets.probe_hostport(listen, f"metrics address {listen}")
+    unix = sockets.unix_path(milter.listen)
+    if unix is not None:
+        problems = sockets.check_names(milter.socket_owner, milter.socket_group)
+        if problems:
+            raise sockets.CannotListen(f"cannot listen on {milter.listen}: {'; '.join(problems)}")
+        try:
+            sockets.prepare_dir(
+                unix, int(milter.socket_dir_mode, 8), milter.socket_owner, milter.socket_group
+            )
+        except OSError as exc:
+            raise sockets.CannotListen(
+                f"cannot listen on {milter.listen}: cannot create {unix.parent}: {exc.strerror}"
+            ) from None
 
 
 def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) -> int:
     """Serve until SIGTERM. `factory` lets a benchmark run a variant of the adapter."""
     policy = runtime.policy
+    announce(runtime)
+    try:
+        prepare(runtime)
+        if policy.metrics.listen:
+            metrics.serve(policy.metrics.listen)
+    except sockets.CannotListen as exc:
+        log.error("%s", exc)
+        return sockets.EXIT_CANNOT_LISTEN
+    except OSError as exc:  # the metrics port taken between the probe and the bind
+        log.error("cannot listen on metrics %s: %s", policy.metrics.listen, exc.strerror)
+        return sockets.EXIT_CANNOT_LISTEN
     factory.runtime = runtime
     Milter.factory = factory
     Milter.set_flags(Milter.QUARANTINE | Milter.SETSYMLIST)
     agent.attach(runtime)  # quarantine index hook; queued desk actions if enabled
-    if policy.metrics.listen:
-        metrics.serve(policy.metrics.listen)
 
     stop = threading.Event()
     reload = threading.Event()
@@ -67,26 +93,34 @@ def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) 
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: reload.set())
 
-    unix = _unix_path(policy.milter.listen)
-    mode = int(policy.milter.socket_mode, 8)
+    milter = policy.milter
+    unix = sockets.unix_path(milter.listen)
+    mode = int(milter.socket_mode, 8)
+    # libmilter creates the socket with the umask's mode: never wider than asked.
     old_umask = os.umask(0o777 & ~mode) if unix else None
     errors: list[BaseException] = []
     worker = threading.Thread(target=_serve, args=(runtime, errors), name="libmilter", daemon=True)
     worker.start()
+    deadline = time.monotonic() + 5
     if unix is not None and old_umask is not None:
-        _fix_socket_mode(unix, mode, time.monotonic() + 5)
+        sockets.wait_and_fix(unix, mode, milter.socket_owner, milter.socket_group, deadline)
         os.umask(old_umask)
-    log.info("listening on %s", policy.milter.listen)
+    if sockets.wait_listening(milter.listen, deadline) and worker.is_alive():
+        log.info("listening on %s", milter.listen)
+        notify.ready(f"serving on {milter.listen} ({milter.mode})")
 
     while not stop.is_set() and worker.is_alive():
         stop.wait(0.2)
         if reload.is_set():
             reload.clear()
+            notify.reloading()
             ok = runtime.reload()
             metrics.POLICY_RELOADS.labels(result="ok" if ok else "refused").inc()
+            notify.ready(f"serving on {milter.listen}; last reload {'ok' if ok else 'refused'}")
     if errors:
         log.error("milter stopped: %s", errors[0])
         return 1
+    notify.stopping()
     return _shutdown(runtime, worker)
 
 

@@ -36,6 +36,16 @@ class MilterSection(Section):
     io_timeout: Duration = 30.0
     shutdown_grace: Duration = 10.0
     socket_mode: str = "0660"
+    # Owner and group of a unix socket (names or numbers; empty: the process's).
+    # Postfix's smtpd opens it as user postfix with only group postfix: use
+    # socket_group = "postfix" and give the service that group.
+    socket_owner: str = ""
+    socket_group: str = ""
+    # Mode of the socket's directory when the milter has to create it.
+    socket_dir_mode: str = "0750"
+    # "enforce" applies verdicts; "shadow" computes, logs and counts them but
+    # accepts every message and blocks nothing automatically (a rollout).
+    mode: Literal["enforce", "shadow"] = "enforce"
 
     @field_validator("listen")
     @classmethod
@@ -46,11 +56,18 @@ class MilterSection(Section):
             )
         return value
 
-    @field_validator("socket_mode")
+    @field_validator("socket_mode", "socket_dir_mode")
     @classmethod
     def _mode(cls, value: str) -> str:
         if not re.fullmatch(r"0?[0-7]{3}", value):
             raise ValueError("an octal file mode such as '0660'")
+        return value
+
+    @field_validator("socket_owner", "socket_group")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?", value):
+            raise ValueError("a user or group name, or a number")
         return value
 
 

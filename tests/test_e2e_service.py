@@ -1,0 +1,43 @@
+"""Operating it for real: Postfix reaching the milter over a unix socket as
+`[milter] socket_group` sets it up (and not without it)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from relaywarden.devstack.procs import free_port
+from tests.mail import message
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+RCPT = ["buyer@example.org"]
+
+
+def socket_path() -> Path:
+    # /tmp itself is traversable by Postfix's user; the milter creates the directory.
+    return Path("/tmp") / f"rw-e2e-{os.getpid()}-{free_port()}" / "milter.sock"
+
+
+@pytest.mark.parametrize(
+    ("milter_section", "fate"),
+    [
+        ('[milter]\nsocket_group = "postfix"\n', "delivered"),
+        # Root's own socket, root:root 0660 in a 0750 directory: smtpd (user
+        # postfix) cannot open it, milter_default_action = tempfail applies.
+        ("", "tempfailed"),
+    ],
+)
+def test_postfix_opens_the_unix_socket_only_with_its_group(
+    private_stack, milter_section: str, fate: str
+) -> None:  # type: ignore[no-untyped-def]
+    sock = socket_path()
+    try:
+        stack = private_stack(milter_section, milter_socket=sock)
+        outcome = stack.fate(stack.send("orders@shop.example", RCPT, message()))
+        assert outcome.fate == fate, outcome.reply
+    finally:
+        shutil.rmtree(sock.parent, ignore_errors=True)
