@@ -186,3 +186,34 @@ def test_redis_password_never_reaches_the_log() -> None:
     assert redacted_url("redis://:s3cret@10.0.0.1:6379/0") == "redis://:***@10.0.0.1:6379/0"
     assert redacted_url("redis://app:s3cret@r/1") == "redis://app:***@r/1"
     assert redacted_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize("command", ["web", "agent"])
+def test_web_and_agent_notify_readiness(
+    tmp_path: Path, notify_socket: tuple[socket.socket, str], command: str
+) -> None:
+    from relaywarden.web.auth import hash_password
+
+    sock, path = notify_socket
+    port = free_port()
+    users = (
+        f'[[web.users]]\nname = "ana"\nrole = "operator"\npassword_hash = "{hash_password("pw")}"\n'
+    )
+    policy = policy_file(tmp_path, f'[web]\nlisten = "127.0.0.1:{port}"\n' + users)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relaywarden", command, "--config", str(policy)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "NOTIFY_SOCKET": path},
+        cwd=ROOT,
+    )
+    try:
+        ready = datagrams_until(sock, "READY=1")
+        if command == "web":
+            assert f"serving on 127.0.0.1:{port}" in ready[-1]
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        else:
+            assert "desk agent for relay" in ready[-1]
+    finally:
+        proc.terminate()
+        proc.wait(15)

@@ -20,6 +20,16 @@ def demo(
     ] = False,
 ) -> None:
     """Start Redis, a sink, the milter and a private Postfix on loopback; send a traffic mix."""
+    try:
+        import aiosmtpd  # noqa: F401
+        import dnslib  # noqa: F401
+    except ImportError:
+        typer.echo(
+            "relaywarden demo needs the demo extra (an SMTP sink and a DNS server):"
+            " pip install 'relaywarden[demo]', or run `make demo` in a checkout",
+            err=True,
+        )
+        raise typer.Exit(2) from None
     from relaywarden.demo import DEMO_POLICY, run_demo
 
     run_demo(policy or DEMO_POLICY, echo=typer.echo, web=web)

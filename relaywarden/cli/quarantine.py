@@ -209,4 +209,7 @@ def agent(config: ConfigOpt = None, redis_url: RedisOpt = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     typer.echo(f"desk agent for relay {desk.relay}", err=True)
+    from relaywarden.daemon import notify
+
+    notify.ready(f"desk agent for relay {desk.relay}")
     desk.serve_jobs(stop)

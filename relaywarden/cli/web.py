@@ -28,8 +28,7 @@ def serve(
     """Serve the desk until Ctrl-C. Users and roles come from [[web.users]] in the policy."""
     if ctx.invoked_subcommand is not None:
         return
-    import uvicorn
-
+    from relaywarden.daemon.asgi import serve as serve_notifying
     from relaywarden.desk.service import Desk
     from relaywarden.web.app import create_app
 
@@ -40,7 +39,7 @@ def serve(
     host, _, port = (listen or policy.web.listen).rpartition(":")
     application = create_app(Desk.from_policy(policy, redis_url, config), policy.web)
     typer.echo(f"RelayWarden desk on http://{host}:{port}/", err=True)
-    uvicorn.run(
+    serve_notifying(  # uvicorn.run, plus systemd readiness
         application,
         host=host.strip("[]"),
         port=int(port),
