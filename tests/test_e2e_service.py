@@ -41,3 +41,22 @@ def test_postfix_opens_the_unix_socket_only_with_its_group(
         assert outcome.fate == fate, outcome.reply
     finally:
         shutil.rmtree(sock.parent, ignore_errors=True)
+
+
+def test_held_message_count_is_exported(private_stack) -> None:  # type: ignore[no-untyped-def]
+    import urllib.request
+
+    port = free_port()
+    stack = private_stack(
+        f'[metrics]\nlisten = "127.0.0.1:{port}"\n'
+        '[[blocks]]\nsubject = "sender:promo@shop.example"\naction = "quarantine"\n'
+    )
+    scrape = lambda: (
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    )  # noqa: E731
+    held = stack.fate(stack.send("promo@shop.example", RCPT, message("promo@shop.example")))
+    assert held.fate == "held"
+    # Sampled at most every 30 s: the next fresh sample shows it.
+    poll_until(
+        lambda: "relaywarden_held_messages 1.0" in scrape(), 45, "the held count", interval=1
+    )

@@ -18,8 +18,8 @@ import time
 import Milter
 import milter as libmilter  # pymilter's C module, for smfi_stop
 
-from relaywarden import metrics
-from relaywarden.daemon import banner, notify, sockets
+from relaywarden import engine, metrics
+from relaywarden.daemon import banner, gauges, notify, sockets
 from relaywarden.desk import agent
 from relaywarden.milter.adapter import TRANSACTIONS, RelayWardenMilter
 from relaywarden.runtime import Runtime
@@ -75,6 +75,7 @@ def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) 
     try:
         prepare(runtime)
         if policy.metrics.listen:
+            gauges.install(runtime, [check.name for check in engine.CHECKS])
             metrics.serve(policy.metrics.listen)
     except sockets.CannotListen as exc:
         log.error("%s", exc)
