@@ -57,3 +57,17 @@ def test_held_message_count_is_exported(private_stack) -> None:  # type: ignore[
     url = f"http://127.0.0.1:{port}/metrics"
     text = urllib.request.urlopen(url, timeout=5).read().decode()
     assert "relaywarden_held_messages 1.0" in text
+
+    # `quarantine show` prints the evidence as text, not as a Python dict.
+    import subprocess
+    import sys
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "relaywarden", "quarantine", "show", held.result.queue_id,
+         "--config", str(stack.policy), "--redis-url", stack.redis_url],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    findings = shown.stdout.split("findings\n", 1)[1].split("status\n", 1)[0]
+    assert "blocks/" in findings and "subject: sender:promo@shop.example" in findings
+    assert "{'" not in shown.stdout

@@ -17,6 +17,7 @@ from relaywarden.cli.desk import (
     when,
 )
 from relaywarden.cli.options import AsOpt, ConfigOpt, JsonOpt, ReasonOpt, RedisOpt, SinceOpt
+from relaywarden.cli.text import evidence_text
 
 quarantine = typer.Typer(help="Messages held in Postfix's hold queue: list, show, release, delete.")
 app.add_typer(quarantine, name="quarantine")
@@ -90,9 +91,9 @@ def show_cmd(
     typer.echo(f"to       {', '.join(e.recipients)} ({e.recipient_total} in all)")
     typer.echo("findings")
     for f in e.findings:
-        typer.echo(
-            f"  {f.get('check')}/{f.get('name')} score {f.get('score')} {f.get('evidence', '')}"
-        )
+        typer.echo(f"  {f.get('check')}/{f.get('name')} score {f.get('score')}")
+        if f.get("evidence"):
+            typer.echo(f"    {evidence_text(f['evidence'])}")
     status = view.status
     typer.echo("status")
     for b in status.blocks:
