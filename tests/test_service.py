@@ -20,6 +20,7 @@ from relaywarden.daemon import notify
 from relaywarden.daemon.banner import redacted_url
 from relaywarden.daemon.sockets import EXIT_CANNOT_LISTEN
 from relaywarden.devstack.procs import free_port, poll_until
+from relaywarden.store import RedisStore
 
 ROOT = Path(__file__).resolve().parents[1]
 DEAD_REDIS = "redis://127.0.0.1:1/0"
@@ -217,3 +218,39 @@ def test_web_and_agent_notify_readiness(
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_schema_version_is_written_once_and_a_newer_one_refuses_to_start(
+    redis_store: RedisStore, tmp_path: Path
+) -> None:
+    from relaywarden.daemon import schema
+
+    assert schema.check(redis_store) == schema.SCHEMA_VERSION
+    assert redis_store.client.get(schema.schema_key(redis_store)) == b"1"
+    assert schema.check(redis_store) == schema.SCHEMA_VERSION  # idempotent
+    redis_store.client.set(schema.schema_key(redis_store), schema.SCHEMA_VERSION + 1)
+    with pytest.raises(schema.SchemaMismatch, match="newer than this release"):
+        schema.check(redis_store)
+
+    # The milter against that Redis: one line, exit 4, nothing served.
+    url = redis_store.client.connection_pool.connection_kwargs
+    policy = tmp_path / "p.toml"
+    policy.write_text(f'[redis]\nkey_prefix = "{redis_store.keys.prefix}"\n')
+    out = run_to_exit(
+        policy,
+        "--redis-url", f"redis://{url['host']}:{url['port']}/0",
+        "--listen", f"inet:{free_port()}@127.0.0.1",
+    )  # fmt: skip
+    assert out.returncode == schema.EXIT_SCHEMA
+    errors = [line for line in out.stderr.splitlines() if '"level": "error"' in line]
+    assert len(errors) == 1 and "newer than this release" in errors[0]
+    assert "Traceback" not in out.stderr
+
+
+def test_schema_check_does_not_block_start_when_redis_is_down() -> None:
+    import redis as redis_lib
+
+    from relaywarden.daemon import schema
+
+    down = RedisStore(redis_lib.Redis.from_url(DEAD_REDIS, socket_timeout=0.5), "rw")
+    assert schema.check(down) is None

@@ -19,7 +19,7 @@ import Milter
 import milter as libmilter  # pymilter's C module, for smfi_stop
 
 from relaywarden import engine, metrics
-from relaywarden.daemon import banner, gauges, notify, sockets
+from relaywarden.daemon import banner, gauges, notify, schema, sockets
 from relaywarden.desk import agent
 from relaywarden.milter.adapter import TRANSACTIONS, RelayWardenMilter
 from relaywarden.runtime import Runtime
@@ -72,6 +72,11 @@ def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) 
     """Serve until SIGTERM. `factory` lets a benchmark run a variant of the adapter."""
     policy = runtime.policy
     announce(runtime)
+    try:
+        schema.check(runtime.store)
+    except schema.SchemaMismatch as exc:
+        log.error("%s", exc)
+        return schema.EXIT_SCHEMA
     try:
         prepare(runtime)
         if policy.metrics.listen:
