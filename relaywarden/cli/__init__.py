@@ -16,7 +16,7 @@ app = typer.Typer(
 )
 
 # Imported for their side effect of registering commands on `app`.
-from relaywarden.cli import audit, config, demo, limits, quarantine, run, web  # noqa: E402,F401
+from relaywarden.cli import audit, config, demo, limits, quarantine, run, trace, web  # noqa: E402,F401
 
 
 def _plain_help(typer_app: typer.Typer) -> None:

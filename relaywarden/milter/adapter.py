@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import Milter
 
-from relaywarden import engine, metrics
+from relaywarden import engine, metrics, trace
 from relaywarden.checks import Stage
 from relaywarden.decisionlog import decision_fields, log_decision
 from relaywarden.dns import DnsSession
@@ -117,6 +117,8 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         # Per-recipient decisions, recorded with the transaction's last one (one round trip).
         self.deferred: list[dict[str, Any]] = []
         self.started = time.monotonic()
+        # Customer-supplied headers with our trace header's name, removed at the stamp.
+        self.trace_headers_seen = 0
 
     # -- connection ------------------------------------------------------
     @Milter.noreply
@@ -180,6 +182,8 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
     @Milter.decode("bytes")
     def header(self, name: str, value: bytes) -> int:
         self.message.add_header(name, value)
+        if name.lower() == self.runtime.policy.trace.header.lower():
+            self.trace_headers_seen += 1  # counted apart: add_header keeps only so many
         return int(Milter.CONTINUE)
 
     @Milter.noreply
@@ -197,8 +201,14 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         msg = self.message
         msg.queue_id = self.getsymval("i") or msg.queue_id
         msg.body_size, msg.body_digest = self.digest.size, self.digest.hexdigest()
+        stamp = trace.stamp(self.runtime.policy.trace, msg.queue_id, time.time())
+        if stamp is not None:
+            msg.notes[trace.NOTE] = stamp
         try:
-            return self._decide(Stage.EOM)
+            status = self._decide(Stage.EOM)
+            if stamp is not None and status == Milter.ACCEPT:
+                self._stamp_trace(stamp)
+            return status
         finally:
             self._end_transaction()
 
@@ -245,6 +255,9 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         fields = decision_fields(
             self.message, self.sender, verdict, stage, latency_ms, policy.log.addresses
         )
+        stamp = self.message.notes.get(trace.NOTE)
+        if stage == Stage.EOM and stamp is not None and verdict.action <= Action.QUARANTINE:
+            fields["trace"] = stamp.token
         log_decision(fields)
         if stage == Stage.RCPT:
             self.deferred.append(fields)
@@ -254,6 +267,18 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
             self.runtime.store.finish(Outcome(self.message, self.sender, verdict, fields), earlier)
         except Exception as exc:  # a record, not a gate: the verdict stands
             log.warning("could not record decision %s: %s", verdict.ref, exc)
+
+    def _stamp_trace(self, stamp: trace.Stamp) -> None:
+        """Our token as the only header of its name, added last (smfi_addheader)."""
+        name = self.runtime.policy.trace.header
+        try:
+            # Highest index first, so each removal leaves the lower indexes in place.
+            for index in range(self.trace_headers_seen, 0, -1):
+                self.chgheader(name, index, "")
+            self.addheader(name, stamp.token)
+        except Exception as exc:  # the verdict stands: mail is never lost over a stamp
+            metrics.INTERNAL_ERRORS.inc()
+            log.warning("could not stamp trace header (queue id %s): %s", stamp.info.queue_id, exc)
 
     def _flush_deferred(self) -> None:
         """A transaction ended with no final decision (every recipient refused, RSET, QUIT)."""

@@ -23,6 +23,7 @@ from relaywarden.daemon import banner, gauges, notify, schema, sockets
 from relaywarden.desk import agent
 from relaywarden.milter.adapter import TRANSACTIONS, RelayWardenMilter
 from relaywarden.runtime import Runtime
+from relaywarden.trace import record as trace_record
 
 log = logging.getLogger("relaywarden.server")
 
@@ -90,7 +91,12 @@ def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) 
         return sockets.EXIT_CANNOT_LISTEN
     factory.runtime = runtime
     Milter.factory = factory
-    Milter.set_flags(Milter.QUARANTINE | Milter.SETSYMLIST)
+    # ADDHDRS/CHGHDRS: the trace header is stamped at end of message, a
+    # customer's header of the same name removed first.
+    Milter.set_flags(Milter.QUARANTINE | Milter.SETSYMLIST | Milter.ADDHDRS | Milter.CHGHDRS)
+    trace_record.attach(policy.trace.retention)
+    if policy.trace.signing_key is None:
+        log.warning("no [[trace.keys]] in the policy: messages are not stamped with a trace token")
     agent.attach(runtime)  # quarantine index hook; queued desk actions if enabled
 
     stop = threading.Event()

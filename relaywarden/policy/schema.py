@@ -22,6 +22,7 @@ from relaywarden.policy.forgery import (
 )
 from relaywarden.policy.inventory import CustomerEntry
 from relaywarden.policy.limits import LimitsSection, Plan
+from relaywarden.policy.trace import TraceSection
 from relaywarden.policy.types import Duration, Section, SubjectField
 from relaywarden.verdict import Action
 
@@ -167,6 +168,7 @@ class Policy(Section):
     brands: BrandsSection = BrandsSection()
     quarantine: QuarantineSection = QuarantineSection()
     web: WebSection = WebSection()
+    trace: TraceSection = TraceSection()
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> Policy:
