@@ -13,9 +13,12 @@ from collections.abc import Sequence
 
 from relaywarden import metrics
 from relaywarden.checks import Check, Context, Stage, addresses, blocks, headers, limits, sender
+from relaywarden.content import checks as content
 from relaywarden.errors import DependencyError
 from relaywarden.identity import Sender
+from relaywarden.logins import spread as logins
 from relaywarden.message import Message
+from relaywarden.outcomes import check as outcomes
 from relaywarden.policy import Policy
 from relaywarden.refs import new_ref
 from relaywarden.store import Store
@@ -28,6 +31,9 @@ log = logging.getLogger("relaywarden.engine")
 CHECKS: tuple[Check, ...] = (
     limits.MAIL,
     blocks.CHECK,
+    # What earlier mail did and where the login was used: read in limits.MAIL's round trip.
+    outcomes.MAIL,
+    logins.MAIL,
     limits.RCPT,
     limits.EOM,
     addresses.ENVELOPE,
@@ -35,6 +41,7 @@ CHECKS: tuple[Check, ...] = (
     sender.ENVELOPE,
     headers.CHECK,
     sender.MESSAGE,
+    content.CHECK,
 )
 
 # Fault injection for the end-to-end test of "an exception inside the engine":

@@ -14,6 +14,8 @@ from email.parser import BytesParser
 from email.policy import compat32
 from typing import Any
 
+from relaywarden.content.view import ContentView
+
 # Bounds that keep one hostile message from eating the milter's memory. A header
 # beyond these is still counted (so "too many headers" is visible) but not kept.
 MAX_HEADERS_KEPT = 1000
@@ -97,6 +99,8 @@ class Message:
     headers_truncated: bool = False
     body_size: int = 0
     body_digest: str = ""
+    # What the content checks may read of the body (bounded; None: not built).
+    content: ContentView | None = None
     # Working state of checks for this transaction only (e.g. the rate allowance
     # fetched at MAIL FROM that RCPT decisions use); never anything the client wrote.
     notes: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -182,4 +186,8 @@ def message_from_bytes(
     digest = BodyDigest()
     digest.update(body)
     msg.body_size, msg.body_digest = digest.size, digest.hexdigest()
+    from relaywarden.content.stream import view_of
+    from relaywarden.policy.content import ContentCaps
+
+    msg.content = view_of(msg.headers, body, ContentCaps())
     return msg

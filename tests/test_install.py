@@ -115,7 +115,6 @@ def test_runtime_only_no_development_tools(installed: tuple[Path, Path]) -> None
         "hypothesis",
         "playwright",
         "mypy",
-        "aiosmtpd",
         "dnslib",
         "schemathesis",
     ):

@@ -16,7 +16,19 @@ app = typer.Typer(
 )
 
 # Imported for their side effect of registering commands on `app`.
-from relaywarden.cli import audit, config, demo, limits, quarantine, run, trace, web  # noqa: E402,F401
+from relaywarden.cli import (  # noqa: E402,F401
+    audit,
+    campaigns,
+    complaints,
+    config,
+    demo,
+    limits,
+    quarantine,
+    run,
+    trace,
+    watch,
+    web,
+)
 
 
 def _plain_help(typer_app: typer.Typer) -> None:

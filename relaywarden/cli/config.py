@@ -26,7 +26,7 @@ def check_config(
     ] = None,
 ) -> None:
     """Exit 0 if FILE is a valid policy; else print every error (file: key: reason), exit 1."""
-    from relaywarden.limits.inventory import base_customers
+    from relaywarden.inventory import base_customers
     from relaywarden.policy.loader import discover_policy
 
     path = discover_policy(file or config)

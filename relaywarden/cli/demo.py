@@ -21,11 +21,10 @@ def demo(
 ) -> None:
     """Start Redis, a sink, the milter and a private Postfix on loopback; send a traffic mix."""
     try:
-        import aiosmtpd  # noqa: F401
         import dnslib  # noqa: F401
     except ImportError:
         typer.echo(
-            "relaywarden demo needs the demo extra (an SMTP sink and a DNS server):"
+            "relaywarden demo needs the demo extra (a DNS server for the demo zones):"
             " pip install 'relaywarden[demo]', or run `make demo` in a checkout",
             err=True,
         )

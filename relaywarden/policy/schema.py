@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from relaywarden.policy.content import CampaignsSection, ContentSection
 from relaywarden.policy.crosscheck import cross_errors
 from relaywarden.policy.desk import QuarantineSection, WebSection
 from relaywarden.policy.forgery import (
@@ -22,6 +23,7 @@ from relaywarden.policy.forgery import (
 )
 from relaywarden.policy.inventory import CustomerEntry
 from relaywarden.policy.limits import LimitsSection, Plan
+from relaywarden.policy.outcomes import ComplaintsSection, LoginsSection, OutcomesSection
 from relaywarden.policy.trace import TraceSection
 from relaywarden.policy.types import Duration, Section, SubjectField
 from relaywarden.verdict import Action
@@ -168,7 +170,12 @@ class Policy(Section):
     brands: BrandsSection = BrandsSection()
     quarantine: QuarantineSection = QuarantineSection()
     web: WebSection = WebSection()
+    outcomes: OutcomesSection = OutcomesSection()
+    logins: LoginsSection = LoginsSection()
+    complaints: ComplaintsSection = ComplaintsSection()
     trace: TraceSection = TraceSection()
+    content: ContentSection = ContentSection()
+    campaigns: CampaignsSection = CampaignsSection()
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> Policy:
