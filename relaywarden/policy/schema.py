@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from relaywarden.policy.content import CampaignsSection, ContentSection
+from relaywarden.policy.content import CampaignsSection, ContentSection, ReputationSection
 from relaywarden.policy.crosscheck import cross_errors
 from relaywarden.policy.desk import QuarantineSection, WebSection
 from relaywarden.policy.forgery import (
@@ -176,6 +176,7 @@ class Policy(Section):
     trace: TraceSection = TraceSection()
     content: ContentSection = ContentSection()
     campaigns: CampaignsSection = CampaignsSection()
+    reputation: ReputationSection = ReputationSection()
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> Policy:
