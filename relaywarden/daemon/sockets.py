@@ -128,6 +128,10 @@ def prepare_dir(path: Path, dir_mode: int, owner: str, group: str) -> None:
     os.chown(directory, _uid(owner), _gid(group))
 
 
+def set_owner(path: Path, owner: str, group: str) -> None:
+    os.chown(path, _uid(owner), _gid(group))
+
+
 def wait_and_fix(path: Path, mode: int, owner: str, group: str, deadline: float) -> bool:
     """Once libmilter has created the socket, set its owner, group and mode."""
     while time.monotonic() < deadline:

@@ -21,6 +21,7 @@ import milter as libmilter  # pymilter's C module, for smfi_stop
 from relaywarden import engine, metrics
 from relaywarden.daemon import banner, gauges, notify, schema, sockets
 from relaywarden.desk import agent
+from relaywarden.milter import workers
 from relaywarden.milter.adapter import TRANSACTIONS, RelayWardenMilter
 from relaywarden.outcomes import service as outcomes
 from relaywarden.runtime import Runtime
@@ -70,9 +71,8 @@ def prepare(runtime: Runtime) -> None:
             ) from None
 
 
-def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) -> int:
-    """Serve until SIGTERM. `factory` lets a benchmark run a variant of the adapter."""
-    policy = runtime.policy
+def _start_checks(runtime: Runtime) -> int:
+    """The start-up line, the Redis layout, the addresses: 0, or the exit status."""
     announce(runtime)
     try:
         schema.check(runtime.store)
@@ -81,25 +81,40 @@ def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) 
         return schema.EXIT_SCHEMA
     try:
         prepare(runtime)
-        if policy.metrics.listen:
-            gauges.install(runtime, [check.name for check in engine.CHECKS])
-            metrics.serve(policy.metrics.listen)
     except sockets.CannotListen as exc:
         log.error("%s", exc)
         return sockets.EXIT_CANNOT_LISTEN
-    except OSError as exc:  # the metrics port taken between the probe and the bind
-        log.error("cannot listen on metrics %s: %s", policy.metrics.listen, exc.strerror)
-        return sockets.EXIT_CANNOT_LISTEN
+    return 0
+
+
+def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) -> int:
+    """Serve until SIGTERM. `factory` lets a benchmark run a variant of the adapter."""
+    policy = runtime.policy
+    if not workers.in_worker():  # the parent (or the only process) checks once
+        code = _start_checks(runtime)
+        if code:
+            return code
+    factory = factory.for_listen(policy.milter.listen)
     factory.runtime = runtime
     Milter.factory = factory
     # ADDHDRS/CHGHDRS: the trace header is stamped at end of message, a
     # customer's header of the same name removed first.
     Milter.set_flags(Milter.QUARANTINE | Milter.SETSYMLIST | Milter.ADDHDRS | Milter.CHGHDRS)
+    if not workers.in_worker() and policy.milter.worker_count() > 1:
+        # The parent: opens the socket, forks workers that each run the rest of this.
+        return workers.supervise(runtime, lambda worker_runtime: run(worker_runtime, factory))
     trace_record.attach(policy.trace.retention)
     if policy.trace.signing_key is None:
         log.warning("no [[trace.keys]] in the policy: messages are not stamped with a trace token")
     agent.attach(runtime)  # quarantine index hook; queued desk actions if enabled
     outcomes.attach(runtime)  # queue id -> identity, login blocks; the log watcher if enabled
+    try:
+        if policy.metrics.listen:
+            gauges.install(runtime, [check.name for check in engine.CHECKS])
+            metrics.serve(policy.metrics.listen)
+    except OSError as exc:  # the metrics port taken between the probe and the bind
+        log.error("cannot listen on metrics %s: %s", policy.metrics.listen, exc.strerror)
+        return sockets.EXIT_CANNOT_LISTEN
 
     stop = threading.Event()
     reload = threading.Event()
@@ -119,22 +134,28 @@ def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) 
     if unix is not None and old_umask is not None:
         sockets.wait_and_fix(unix, mode, milter.socket_owner, milter.socket_group, deadline)
         os.umask(old_umask)
+    # A worker's parent tells systemd (NotifyAccess=main); a worker does not.
+    tell = not workers.in_worker()
     if sockets.wait_listening(milter.listen, deadline) and worker.is_alive():
         log.info("listening on %s", milter.listen)
-        notify.ready(f"serving on {milter.listen} ({milter.mode})")
+        if tell:
+            notify.ready(f"serving on {milter.listen} ({milter.mode})")
 
     while not stop.is_set() and worker.is_alive():
         stop.wait(0.2)
         if reload.is_set():
             reload.clear()
-            notify.reloading()
+            if tell:
+                notify.reloading()
             ok = runtime.reload()
             metrics.POLICY_RELOADS.labels(result="ok" if ok else "refused").inc()
-            notify.ready(f"serving on {milter.listen}; last reload {'ok' if ok else 'refused'}")
+            if tell:
+                notify.ready(f"serving on {milter.listen}; last reload {'ok' if ok else 'refused'}")
     if errors:
         log.error("milter stopped: %s", errors[0])
         return 1
-    notify.stopping()
+    if tell:
+        notify.stopping()
     return _shutdown(runtime, worker)
 
 
@@ -148,7 +169,10 @@ def _shutdown(runtime: Runtime, worker: threading.Thread) -> int:
     left = TRANSACTIONS.in_flight
     if left:
         log.warning("exiting with %d transaction(s) still open after %.0fs", left, grace)
-    libmilter.stop()
-    worker.join(timeout=2)
+    if not workers.in_worker():
+        # A worker leaves the shared socket open for its siblings (libmilter's stop
+        # would close it and unlink a unix socket's path); its exit ends the thread.
+        libmilter.stop()
+        worker.join(timeout=2)
     log.info("stopped")
     return 0
