@@ -5,6 +5,7 @@ with the owner/group/mode Postfix needs, the start-up line and its warnings."""
 from __future__ import annotations
 
 import grp
+import json
 import os
 import signal
 import socket
@@ -35,6 +36,18 @@ def start(policy: Path, *args: str, env: dict[str, str] | None = None) -> subpro
         env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         cwd=ROOT,
     )
+
+
+def record(line: str) -> dict[str, object]:
+    try:
+        parsed = json.loads(line)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if record(line).get("level") == "error"]
 
 
 def policy_file(tmp_path: Path, text: str = "") -> Path:
@@ -121,7 +134,7 @@ def test_address_in_use_is_one_line_and_exit_3(tmp_path: Path, which: str) -> No
         )
     assert out.returncode == EXIT_CANNOT_LISTEN
     assert "Traceback" not in out.stderr
-    errors = [line for line in out.stderr.splitlines() if '"level": "error"' in line]
+    errors = error_lines(out.stderr)
     assert len(errors) == 1
     assert f"cannot listen on {which} address" in errors[0]
     assert f":{busy}" in errors[0] and "address already in use" in errors[0]
@@ -176,7 +189,7 @@ def test_start_up_line_names_what_runs_and_warns_about_checks_left_off(tmp_path:
         proc.terminate()
         proc.wait(15)
     text = "".join(lines)
-    start_line = next(line for line in lines if '"event": "start"' in line)
+    start_line = next(line for line in lines if record(line).get("event") == "start")
     for part in (f"policy {policy}", f"redis {DEAD_REDIS}", "nameservers 127.0.0.1:9", "relay "):
         assert part in start_line
     assert "DMARC spoofing check is off: [relay] outbound_ips is empty" in text
@@ -242,7 +255,7 @@ def test_schema_version_is_written_once_and_a_newer_one_refuses_to_start(
         "--listen", f"inet:{free_port()}@127.0.0.1",
     )  # fmt: skip
     assert out.returncode == schema.EXIT_SCHEMA
-    errors = [line for line in out.stderr.splitlines() if '"level": "error"' in line]
+    errors = error_lines(out.stderr)
     assert len(errors) == 1 and "newer than this release" in errors[0]
     assert "Traceback" not in out.stderr
 
@@ -254,3 +267,25 @@ def test_schema_check_does_not_block_start_when_redis_is_down() -> None:
 
     down = RedisStore(redis_lib.Redis.from_url(DEAD_REDIS, socket_timeout=0.5), "rw")
     assert schema.check(down) is None
+
+
+def test_with_workers_the_parent_alone_notifies(
+    tmp_path: Path, notify_socket: tuple[socket.socket, str]
+) -> None:
+    sock, path = notify_socket
+    port = free_port()
+    policy = policy_file(tmp_path, "[milter]\nworkers = 2\n")
+    proc = start(policy, "--listen", f"inet:{port}@127.0.0.1", env={"NOTIFY_SOCKET": path})
+    try:
+        ready = datagrams_until(sock, "READY=1")
+        assert f"MAINPID={proc.pid}" in ready[-1] and "with 2 workers" in ready[-1]
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        proc.send_signal(signal.SIGHUP)
+        after = datagrams_until(sock, "last reload")
+        assert "RELOADING=1" in after[0] and not any("READY=1" in d for d in after[:-1])
+        proc.send_signal(signal.SIGTERM)
+        datagrams_until(sock, "STOPPING=1")
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+        proc.wait(5)
