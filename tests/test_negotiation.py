@@ -141,3 +141,18 @@ def test_under_the_default_policy_the_body_is_read() -> None:
     assert body_needed(policy_from_dict({}))
     assert body_needed(policy_from_dict({"checks": {"sender": {"enabled": False}}}))
     assert body_needed(policy_from_dict({"content": {"enabled": False}}))
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"plans": {"p": {"bytes": ["1000000/1h"]}}},
+        {"plans": {"p": {"messages": ["10/1m"], "customer": {"bytes": ["1000000/1h"]}}}},
+        {"limits": {"global": {"bytes": ["1000000000/1h"]}}},
+        {"limits": {"overrides": [{"subject": "vps:192.0.2.1", "limits": {"bytes": ["9/1h"]}}]}},
+    ],
+)
+def test_a_bytes_limit_anywhere_needs_the_body(limits: dict) -> None:  # type: ignore[type-arg]
+    off = {"content": {"enabled": False}, "checks": {"sender": {"enabled": False}}}
+    assert not body_needed(policy_from_dict(off))
+    assert body_needed(policy_from_dict({**off, **limits}))

@@ -11,6 +11,7 @@ from relaywarden.limits.fetch import LimitState, demand, fetch
 from relaywarden.limits.model import CODE, Binding, Burst
 from relaywarden.policy import Policy
 from relaywarden.policy.durations import format_duration
+from relaywarden.policy.limits import Limits
 from relaywarden.store import RedisStore
 from relaywarden.verdict import Action, Finding, TempFailReply
 
@@ -136,22 +137,19 @@ _BYTES_SEEN: tuple[Policy, bool] | None = None  # the last policy asked about
 
 
 def uses_bytes(policy: Policy) -> bool:
-    """True when any plan, scope, override or the global ceiling limits bytes."""
+    """True when any plan (any of its scopes), override or the global ceiling
+    limits bytes."""
     global _BYTES_SEEN
     seen = _BYTES_SEEN
     if seen is not None and seen[0] is policy:  # asked once per connection: cache it
         return seen[1]
-    result = _has_bytes(policy.model_dump(include={"plans", "limits"}))
+    limits = policy.limits
+    scopes: list[Limits | None] = [limits.global_, *(o.limits for o in limits.overrides)]
+    for plan in policy.plans.values():
+        scopes += [plan, plan.customer, plan.user, plan.sender]
+    result = any(scope is not None and scope.bytes for scope in scopes)
     _BYTES_SEEN = (policy, result)
     return result
-
-
-def _has_bytes(node: object) -> bool:
-    if isinstance(node, dict):
-        return bool(node.get("bytes")) or any(_has_bytes(v) for v in node.values())
-    if isinstance(node, list):
-        return any(_has_bytes(v) for v in node)
-    return False
 
 
 # Bytes are counted from the body's size.
