@@ -4,6 +4,10 @@ with `relaywarden run`, in rounds interleaved on the same machine.
     python -m bench.paired [--msgs 3000] [--rounds 3] [--sessions 20] [--warmup 200]
                            [--variants none,tcp,unix,tcp-2w,unix-2w] [--max-total 900]
 
+Variant `tcp-all-answered` runs the adapter with every callback sent and
+answered (the behaviour before issue 13 repaired pymilter's negotiation), for a
+same-run comparison.
+
 Postfix's own load tools drive it: `smtp-source` (--sessions parallel sessions,
 one message per connection, --size bytes) into a private Postfix (the devstack's,
 as in the tests), relaying to `smtp-sink`; the milter is started the way an
