@@ -109,3 +109,18 @@ class ReputationSection(Section):
     # A blocklist that fails: "open" skips it (a log line and a metric), "dns"
     # applies [dns] on_error to the message like any other DNS failure.
     on_error: Literal["open", "dns"] = "open"
+
+
+class SpamBudgetSection(Section):
+    """N spam verdicts within W block the VPS (and the customer) automatically.
+
+    A spam verdict: quarantine or harsher with a finding from a content check
+    (content, campaigns, reputation, rspamd).
+    """
+
+    enabled: bool = True
+    spam: int = Field(default=5, ge=1)
+    window: Duration = 600.0
+    block_for: Duration = 3600.0
+    action: Literal["reject", "tempfail"] = "reject"
+    scopes: tuple[Literal["vps", "customer"], ...] = ("vps", "customer")

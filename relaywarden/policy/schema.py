@@ -11,7 +11,12 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from relaywarden.policy.content import CampaignsSection, ContentSection, ReputationSection
+from relaywarden.policy.content import (
+    CampaignsSection,
+    ContentSection,
+    ReputationSection,
+    SpamBudgetSection,
+)
 from relaywarden.policy.desk import QuarantineSection, WebSection
 from relaywarden.policy.forgery import (
     BrandsSection,
@@ -159,6 +164,7 @@ class Policy(Section):
     content: ContentSection = ContentSection()
     campaigns: CampaignsSection = CampaignsSection()
     reputation: ReputationSection = ReputationSection()
+    spam_budget: SpamBudgetSection = SpamBudgetSection()
 
     @model_validator(mode="after")
     def _unique_customers(self) -> Policy:
