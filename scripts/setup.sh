@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # docker-compose only checks docker-compose.yml (`docker-compose config`); no engine runs here.
-PACKAGES=(postfix redis-server libmilter-dev gcc python3-venv python3-dev chromium docker-compose)
+PACKAGES=(postfix redis-server libmilter-dev gcc python3-venv python3-dev chromium docker-compose rspamd)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

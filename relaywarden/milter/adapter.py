@@ -191,8 +191,10 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
 
     @Milter.noreply
     def eoh(self) -> int:
-        if self.runtime.policy.content.enabled:
-            self.content = ContentStream(self.message.headers, self.runtime.policy.content.caps)
+        content = self.runtime.policy.content
+        if content.enabled:
+            keep = content.rspamd.max_bytes if content.rspamd.url else 0
+            self.content = ContentStream(self.message.headers, content.caps, keep)
         return int(Milter.CONTINUE)
 
     @Milter.noreply
