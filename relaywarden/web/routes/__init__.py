@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter
 
-from relaywarden.web.routes import audit, blocks, campaigns, login, quarantine, status
+from relaywarden.web.routes import audit, blocks, campaigns, login, outcomes, quarantine, status
 
 
 @dataclass(frozen=True)
@@ -28,5 +28,7 @@ PAGE_GROUPS: list[PageGroup] = [
     PageGroup(blocks.router, ("Blocks", "/blocks")),
     PageGroup(campaigns.router, ("Campaigns", "/campaigns")),
     PageGroup(status.router, ("Subject status", "/status")),
+    PageGroup(outcomes.router, ("Outcomes", "/outcomes")),
+    PageGroup(outcomes.complaints_router, ("Complaints", "/complaints")),
     PageGroup(audit.router, ("Audit log", "/audit")),
 ]
