@@ -1,13 +1,16 @@
-"""The end-of-message hook: commit what was accepted, count limit hits, feed
-findings back into the VPS's penalty, and hand repeat offenders to escalation."""
+"""The end-of-message hook: true the reservation up (commit what was accepted, give
+back the rest), count limit hits, feed findings back into the VPS's penalty, and
+hand repeat offenders to escalation. The abandon hook gives a reservation back
+when a transaction ends without a decision."""
 
 from __future__ import annotations
 
 import redis
 
 from relaywarden.limits.escalation import ESCALATOR, Job
-from relaywarden.limits.fetch import LimitState, Usage, queue_commit
+from relaywarden.limits.fetch import LimitState, Usage, queue_commit, queue_release
 from relaywarden.limits.model import HITS, ScopeState
+from relaywarden.message import Message
 from relaywarden.policy import Policy
 from relaywarden.store import Outcome, RedisStore
 from relaywarden.verdict import Action, Finding
@@ -94,4 +97,12 @@ def finish_hook(store: RedisStore, pipe: redis.client.Pipeline, outcome: Outcome
             _escalate(store, state, st, evidence)
 
 
+def abandon_hook(store: RedisStore, pipe: redis.client.Pipeline, message: Message) -> None:
+    """No final decision (abort, all recipients refused, close): give the reservation back."""
+    state = message.notes.get(NOTE)
+    if isinstance(state, LimitState):
+        queue_release(pipe, state)
+
+
 RedisStore.finish_hooks.append(finish_hook)
+RedisStore.abandon_hooks.append(abandon_hook)
