@@ -33,6 +33,7 @@ from relaywarden.limits.model import (
     global_scope,
     reads_for,
     scopes_for,
+    tag_groups,
 )
 from relaywarden.limits.model import NSUB as NSUB
 from relaywarden.message import Message
@@ -291,7 +292,7 @@ def fetch(
 ) -> LimitState:
     """Blocks, and admission: the transaction holds a reservation if every group admits it."""
     rid = rid or uuid.uuid4().hex
-    groups = [scopes_for(policy, sender, message.mail_from or "")]
+    groups = tag_groups(scopes_for(policy, sender, message.mail_from or ""))
     ceiling = global_scope(policy)
     if ceiling is not None:
         groups.append([ceiling])
