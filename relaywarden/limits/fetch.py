@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -74,6 +75,25 @@ class LimitState:
         return [st for group in self.groups for st in group]
 
 
+class PendingRead(Protocol):
+    """A feature's reads on the MAIL FROM pipeline (outcomes, login spread...)."""
+
+    def queue(self, pipe: redis.client.Pipeline) -> int:
+        """Queue commands; return how many, so their replies can be handed back."""
+        ...
+
+    def take(self, replies: list[Any], now: float) -> None:
+        """Its replies, in order, and the Redis time of the round trip (what it
+        learned goes on the message's notes, for its check)."""
+        ...
+
+
+# Features that read at MAIL FROM register here (at import); their commands ride
+# on the same pipeline as the blocks and the limits: no round trip of their own.
+MailRead = Callable[[Policy, Sender, Message, RedisStore], PendingRead | None]
+MAIL_READS: list[MailRead] = []
+
+
 def _spec_read(reads: list[Read], meta: list[bool]) -> str:
     return json.dumps(
         {
@@ -116,17 +136,25 @@ def read_groups(
     groups: list[list[Scope]],
     block_subjects: list[Subject],
     clock: str = "",
+    extra: list[PendingRead] | None = None,
 ) -> tuple[float, list[list[ScopeState]], list[BlockRecord]]:
-    """One round trip: block records of `block_subjects` and the state of every group."""
+    """One round trip: block records of `block_subjects`, the state of every group,
+    and the commands of `extra` (handed their replies)."""
     reads = [[reads_for(s, policy) for s in group] for group in groups]
+    sizes: list[int] = []
 
     def build(pipe: redis.client.Pipeline) -> None:
+        sizes.clear()
         for subject in block_subjects:
             pipe.hgetall(store.keys.block(subject))
         for group, group_reads in zip(groups, reads, strict=True):
             _queue_check(pipe, group, group_reads, clock)
+        for pending in extra or []:
+            sizes.append(pending.queue(pipe))
 
     results = scripts.run(store.client, build, "rate-limit lookup")
+    ours = len(block_subjects) + len(groups)
+    results, rest = results[:ours], results[ours:]
     rows, replies = results[: len(block_subjects)], results[len(block_subjects) :]
     wall = time.time()
     blocks = [r for r in (RedisStore._record(row) for row in rows if row) if r.active(wall)]
@@ -135,6 +163,9 @@ def read_groups(
         _parse(group, group_reads, reply[1])
         for group, group_reads, reply in zip(groups, reads, replies, strict=True)
     ]
+    for pending, size in zip(extra or [], sizes, strict=True):
+        pending_replies, rest = rest[:size], rest[size:]
+        pending.take(pending_replies, now)
     return now, states, blocks
 
 
@@ -245,18 +276,26 @@ def reserve_groups(
     rid: str,
     size: int,
     clock: str = "",
+    extra: list[PendingRead] | None = None,
 ) -> tuple[float, list[Admission], list[BlockRecord]]:
-    """One round trip: block records of `block_subjects`, check-and-reserve per group."""
+    """One round trip: block records of `block_subjects`, check-and-reserve per group,
+    and the commands of `extra` (other features' MAIL FROM reads, handed their replies)."""
     reads = [[reads_for(s, policy) for s in group] for group in groups]
+    sizes: list[int] = []
 
     def build(pipe: redis.client.Pipeline) -> None:
+        sizes.clear()
         for subject in block_subjects:
             pipe.hgetall(store.keys.block(subject))
         for group, group_reads in zip(groups, reads, strict=True):
             spec = _spec_reserve(group, group_reads, policy, rid, size)
             scripts.evalsha(pipe, "reserve", script_keys(group), [clock, spec])
+        for pending in extra or []:
+            sizes.append(pending.queue(pipe))
 
     results = scripts.run(store.client, build, "rate-limit admission")
+    ours = len(block_subjects) + len(groups)
+    results, rest = results[:ours], results[ours:]
     rows, replies = results[: len(block_subjects)], results[len(block_subjects) :]
     wall = time.time()
     blocks = [r for r in (RedisStore._record(row) for row in rows if row) if r.active(wall)]
@@ -265,6 +304,9 @@ def reserve_groups(
         _parse_admission(group, group_reads, reply)
         for group, group_reads, reply in zip(groups, reads, replies, strict=True)
     ]
+    for pending, count in zip(extra or [], sizes, strict=True):
+        pending_replies, rest = rest[:count], rest[count:]
+        pending.take(pending_replies, now)
     return now, admissions, blocks
 
 
@@ -296,8 +338,9 @@ def fetch(
     ceiling = global_scope(policy)
     if ceiling is not None:
         groups.append([ceiling])
+    extra = [p for p in (read(policy, sender, message, store) for read in MAIL_READS) if p]
     now, admissions, blocks = reserve_groups(
-        store, policy, groups, sender.subjects(message), rid, size, clock
+        store, policy, groups, sender.subjects(message), rid, size, clock, extra
     )
     states = [adm.states for adm in admissions]
     vps = states[0][0]

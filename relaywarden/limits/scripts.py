@@ -25,12 +25,15 @@ def _read(name: str) -> str:
 
 
 # Each script is the shared prelude, the window readers where it reads counters,
-# and its own body: one text, one SHA.
+# and its own body: one text, one SHA. outcomes.lua and logins.lua:
+# relaywarden/outcomes and relaywarden/logins; campaign.lua: relaywarden/content.
 _PARTS = {
     "check": ("prelude", "window", "check"),
     "reserve": ("prelude", "window", "reserve"),
     "commit": ("prelude", "window", "commit"),
     "campaign": ("prelude", "campaign"),
+    "outcomes": ("prelude", "outcomes"),
+    "logins": ("prelude", "logins"),
 }
 _SOURCES = {name: "".join(_read(part) for part in parts) for name, parts in _PARTS.items()}
 SHA = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in _SOURCES.items()}
