@@ -66,6 +66,7 @@ class LimitState:
     allot: dict[str, int] = field(default_factory=dict)
     want: dict[str, int] = field(default_factory=dict)
     settled: bool = False  # reservation trued up or given back
+    rcpt_hits: set[str] = field(default_factory=set)  # scopes that refused a recipient
 
     @property
     def vps(self) -> ScopeState:
@@ -403,10 +404,11 @@ def _scope_commit(
     amounts = {"m": 1, "r": len(usage.recipients), "b": usage.size} if usage.accepted else {}
     hit = 1 if st.scope.label in usage.hits else 0
     counters = []
+    once = 1 if policy.limits.escalation.distinct_hits else 0
     for code, window in st.counters:
         amount = hit if code == HITS else amounts.get(code, 0)
         if amount:
-            counters.append([code, window, NSUB, amount])
+            counters.append([code, window, NSUB, amount, once if code == HITS else 0])
     uniques: list[tuple[str, float, list[str]]] = []
     domains = [r.rsplit("@", 1)[-1] for r in usage.recipients]
     for code, window in st.uniques:

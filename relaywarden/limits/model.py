@@ -294,6 +294,11 @@ def bursts(vps: ScopeState, policy: Policy, now: float) -> list[Burst]:
     cfg = policy.limits.burst
     if not cfg.enabled:
         return []
+    # No baseline yet (seen for less than baseline_period): the plan and warm-up
+    # govern it. A new customer sending within its plan is not a burst.
+    first = vps.meta.first_seen
+    if first is None or now - first < cfg.baseline_period:
+        return []
     w = cfg.window
     since = vps.meta.baseline_time
     # The stored rates are as of their last update: a VPS silent since then is calmer.
