@@ -6,7 +6,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHES = ["bench.dataflow", "bench.headers", "bench.desk", "bench.desk_preview", "bench.limits"]
+BENCHES = [
+    "bench.dataflow",
+    "bench.headers",
+    "bench.desk",
+    "bench.desk_preview",
+    "bench.limits",
+    "bench.content",
+    "bench.adapter",
+    "bench.paired",
+]
 
 failed = []
 for name in BENCHES:

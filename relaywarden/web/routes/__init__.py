@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter
 
-from relaywarden.web.routes import audit, blocks, login, quarantine, status
+from relaywarden.web.routes import audit, blocks, campaigns, login, outcomes, quarantine, status
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,9 @@ PAGE_GROUPS: list[PageGroup] = [
     PageGroup(login.router),
     PageGroup(quarantine.router, ("Quarantine", "/")),
     PageGroup(blocks.router, ("Blocks", "/blocks")),
+    PageGroup(campaigns.router, ("Campaigns", "/campaigns")),
     PageGroup(status.router, ("Subject status", "/status")),
+    PageGroup(outcomes.router, ("Outcomes", "/outcomes")),
+    PageGroup(outcomes.complaints_router, ("Complaints", "/complaints")),
     PageGroup(audit.router, ("Audit log", "/audit")),
 ]
