@@ -16,6 +16,9 @@ from relaywarden.store import Outcome, RedisStore
 from relaywarden.verdict import Action, Finding
 
 NOTE = "limits"
+# Checks whose forced findings name a "subject" in their evidence and count as
+# hits of it (relaywarden/outcomes/check.py).
+SUBJECT_HITS = frozenset({"outcomes"})
 
 
 def _is_feedback(finding: Finding) -> bool:
@@ -41,6 +44,11 @@ def _hit_labels(findings: tuple[Finding, ...], state: LimitState) -> set[str]:
     if any(f.check == "blocks" for f in findings):
         return labels  # a blocked sender's retries are the block working, not new hits
     for f in findings:
+        if f.check in SUBJECT_HITS and f.action is not None:
+            # A forced outcome finding (bounces, complaints, failed logins) is a
+            # hit of the subject it names, like a rate-limit hit: it escalates.
+            labels.add(str(f.evidence.get("subject", "")))
+            continue
         if f.check != "limits":
             continue
         if f.name == "rate-limit":
