@@ -72,8 +72,11 @@ def main() -> None:
                 break
         elapsed = time.perf_counter() - started
         used = int(client.info("memory")["used_memory"]) - base
-        stream = int(client.memory_usage(store.keys.events) or 0)
-        limit_keys = sum(1 for _ in client.scan_iter(match=f"{policy.redis.key_prefix}:l:*"))
+        keys = list(client.scan_iter(match=f"{policy.redis.key_prefix}:l:*"))
+        limit_keys = len(keys)
+        # MEMORY USAGE with SAMPLES 0 counts every element (the default samples 5).
+        limit_bytes = sum(int(client.memory_usage(k, samples=0) or 0) for k in keys)
+        stream = int(client.memory_usage(store.keys.events, samples=0) or 0)
         senders = sum(
             1
             for k in client.scan_iter(match=f"{policy.redis.key_prefix}:l:*}}:s*")
@@ -84,8 +87,9 @@ def main() -> None:
         )
         print(f"  {'rate-limit keys (all scopes, HyperLogLogs)':<48} {limit_keys:8d}")
         print(f"  {'sender-scope keys':<48} {senders:8d}")
-        print(f"  {'Redis memory, all keys (bytes)':<48} {used:8d}")
-        print(f"  {'Redis memory without the event stream (bytes)':<48} {used - stream:8d}")
+        print(f"  {'memory of the rate-limit keys (bytes)':<48} {limit_bytes:8d}")
+        print(f"  {'Redis used_memory growth, all keys (bytes)':<48} {used:8d}")
+        print(f"  {'of which the decision event stream (bytes)':<48} {stream:8d}")
 
 
 if __name__ == "__main__":
