@@ -228,19 +228,20 @@ class Escalator:
     def __init__(self, maxsize: int = 1000) -> None:
         self.jobs: queue.Queue[Job] = queue.Queue(maxsize=maxsize)
         self.notices: queue.Queue[tuple[Policy, dict[str, Any]]] = queue.Queue(maxsize=maxsize)
-        self._threads: dict[str, threading.Thread] = {}
+        self._thread: threading.Thread | None = None  # blocks
+        self._notice_thread: threading.Thread | None = None  # notices
         self._lock = threading.Lock()
 
-    def _ensure(self, name: str, target: Callable[[], None]) -> None:
+    def _ensure(self, attr: str, name: str, target: Callable[[], None]) -> None:
         with self._lock:
-            thread = self._threads.get(name)
+            thread = getattr(self, attr)
             if thread is None or not thread.is_alive():
                 thread = threading.Thread(target=target, name=name, daemon=True)
-                self._threads[name] = thread
+                setattr(self, attr, thread)
                 thread.start()
 
     def submit(self, job: Job) -> None:
-        self._ensure("relaywarden-escalation", self._work)
+        self._ensure("_thread", "relaywarden-escalation", self._work)
         try:
             self.jobs.put_nowait(job)
         except queue.Full:
@@ -265,7 +266,7 @@ class Escalator:
         esc = policy.limits.escalation
         if not (esc.webhook.url or esc.email.to):
             return
-        self._ensure("relaywarden-notices", self._send)
+        self._ensure("_notice_thread", "relaywarden-notices", self._send)
         try:
             self.notices.put_nowait((policy, notice))
         except queue.Full:
