@@ -19,7 +19,7 @@ import Milter
 
 from relaywarden import engine, metrics, trace
 from relaywarden.checks import Stage
-from relaywarden.content import campaigns
+from relaywarden.content import budget, campaigns
 from relaywarden.content.stream import ContentStream
 from relaywarden.decisionlog import decision_fields, log_decision
 from relaywarden.dns import DnsSession
@@ -212,8 +212,10 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
 
     @Milter.noreply
     def eoh(self) -> int:
-        if self.runtime.policy.content.enabled:
-            self.content = ContentStream(self.message.headers, self.runtime.policy.content.caps)
+        content = self.runtime.policy.content
+        if content.enabled:
+            keep = content.rspamd.max_bytes if content.rspamd.url else 0
+            self.content = ContentStream(self.message.headers, content.caps, keep)
         return int(Milter.CONTINUE)
 
     @Milter.noreply
@@ -315,8 +317,11 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
             self.deferred.append(fields)
             return
         earlier, self.deferred = self.deferred, []
+        store = self.runtime.store
         try:
-            self.runtime.store.finish(Outcome(self.message, self.sender, verdict, fields), earlier)
+            store.finish(Outcome(self.message, self.sender, verdict, fields), earlier)
+            if isinstance(store, RedisStore):  # a spent spam budget blocks the sender
+                budget.enforce(store, self.message.notes, policy)
         except Exception as exc:  # a record, not a gate: the verdict stands
             log.warning("could not record decision %s: %s", verdict.ref, exc)
 
