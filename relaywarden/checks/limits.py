@@ -61,6 +61,8 @@ def run_mail(ctx: Context) -> list[Finding]:
     """Check-and-reserve: admitted only with a reservation (reserve.lua), else 451."""
     if not ctx.policy.limits.enabled or not isinstance(ctx.store, RedisStore):
         return []
+    if _exempt(ctx):
+        return []
     size = _declared_size(ctx.message.mail_params.get("SIZE", ""))
     state = fetch(ctx.store, ctx.policy, ctx.sender, ctx.message, _TEST_CLOCK, size=size)
     ctx.message.notes[NOTE] = state
@@ -76,6 +78,16 @@ def run_mail(ctx: Context) -> list[Finding]:
     ]
     # reserve.lua refused: at least one limit is short (the first if none reads so here).
     return findings + (over or [_over(next(iter(state.allow.values())), state.factor.reasons)])
+
+
+def _exempt(ctx: Context) -> bool:
+    """The relay's own mail (notices, bounces submitted over SMTP) never counts
+    against, or gets blocked by, the relay's limits: `[limits] exempt` networks."""
+    address = ctx.message.client_address
+    return address is not None and any(
+        address.version == net.version and address in net
+        for net in ctx.policy.limits.exempt_networks
+    )
 
 
 def _declared_size(text: str) -> int:
@@ -116,6 +128,7 @@ def run_rcpt(ctx: Context) -> list[Finding]:
         if code not in state.allot or count <= state.allot[code]:
             continue
         if state.allot[code] < state.want[code] and unit in state.allow:
+            state.rcpt_hits.add(state.allow[unit].scope)  # a hit, recorded at the end
             return [_over(state.allow[unit], state.factor.reasons)]
         return [_too_many()]
     return []
@@ -123,6 +136,8 @@ def run_rcpt(ctx: Context) -> list[Finding]:
 
 def run_eom(ctx: Context) -> list[Finding]:
     state = state_of(ctx)
+    if state is not None and _TEST_CLOCK:
+        state.clock = _TEST_CLOCK  # the commit happens now, as Redis TIME would say
     if state is None or "b" not in state.allot or "bytes" not in state.allow:
         return []
     over = ctx.message.body_size > state.allot["b"]

@@ -115,7 +115,8 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         self.dns: DnsSession | None = None  # one DNS budget per message, set at MAIL FROM
         self.digest = BodyDigest()
         self.content: ContentStream | None = None  # the bounded view, built from end of headers
-        # Findings from MAIL/RCPT that only take effect at end of message (quarantine).
+        # Findings of an accepted MAIL/RCPT stage (bursts, scores, a quarantine): they
+        # take effect in the end-of-message verdict, its score, log and escalation.
         self.carried: list[Finding] = []
         # Per-recipient decisions, recorded with the transaction's last one (one round trip).
         self.deferred: list[dict[str, Any]] = []
@@ -271,7 +272,7 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         )
         if stage == Stage.EOM and self.carried:
             verdict = engine.combine([*self.carried, *verdict.findings], policy, self.ref)
-        elif verdict.action == Action.QUARANTINE:
+        elif verdict.action in (Action.ACCEPT, Action.QUARANTINE):
             self.carried.extend(verdict.findings)
         latency = (time.perf_counter() - started) * 1000
         name = stage.name.lower()
