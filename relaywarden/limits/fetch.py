@@ -163,9 +163,7 @@ def fetch(
     if ceiling is not None:
         groups.append([ceiling])
     extra = [p for p in (read(policy, sender, message, store) for read in MAIL_READS) if p]
-    now, states, blocks = read_groups(
-        store, policy, groups, sender.subjects(message), clock, extra
-    )
+    now, states, blocks = read_groups(store, policy, groups, sender.subjects(message), clock, extra)
     vps = states[0][0]
     factor = factor_for(vps.meta, policy, now)
     binds = bindings([st for group in states for st in group], factor)
