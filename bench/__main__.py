@@ -6,7 +6,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHES = ["bench.dataflow", "bench.headers", "bench.desk", "bench.desk_preview", "bench.limits"]
+BENCHES = [
+    "bench.dataflow",
+    "bench.headers",
+    "bench.desk",
+    "bench.desk_preview",
+    "bench.limits",
+    "bench.content",
+]
 
 failed = []
 for name in BENCHES:

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from relaywarden.policy.content import CampaignsSection, ContentSection
+from relaywarden.policy.content import CampaignsSection, ContentSection, ReputationSection
 from relaywarden.policy.desk import QuarantineSection, WebSection
 from relaywarden.policy.forgery import (
     BrandsSection,
@@ -158,6 +158,7 @@ class Policy(Section):
     trace: TraceSection = TraceSection()
     content: ContentSection = ContentSection()
     campaigns: CampaignsSection = CampaignsSection()
+    reputation: ReputationSection = ReputationSection()
 
     @model_validator(mode="after")
     def _unique_customers(self) -> Policy:

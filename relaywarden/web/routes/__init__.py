@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter
 
-from relaywarden.web.routes import audit, blocks, login, quarantine, refs, status
+from relaywarden.web.routes import audit, blocks, campaigns, login, quarantine, refs, status
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ PAGE_GROUPS: list[PageGroup] = [
     PageGroup(login.router),
     PageGroup(quarantine.router, ("Quarantine", "/")),
     PageGroup(blocks.router, ("Blocks", "/blocks")),
+    PageGroup(campaigns.router, ("Campaigns", "/campaigns")),
     PageGroup(status.router, ("Subject status", "/status")),
     PageGroup(audit.router, ("Audit log", "/audit")),
     PageGroup(refs.router, ("Reference", "/ref")),
