@@ -13,6 +13,8 @@ BENCHES = [
     "bench.desk_preview",
     "bench.limits",
     "bench.content",
+    "bench.adapter",
+    "bench.paired",
 ]
 
 failed = []

@@ -13,7 +13,16 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter
 
-from relaywarden.web.routes import audit, blocks, campaigns, login, quarantine, refs, status
+from relaywarden.web.routes import (
+    audit,
+    blocks,
+    campaigns,
+    login,
+    outcomes,
+    quarantine,
+    refs,
+    status,
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,8 @@ PAGE_GROUPS: list[PageGroup] = [
     PageGroup(blocks.router, ("Blocks", "/blocks")),
     PageGroup(campaigns.router, ("Campaigns", "/campaigns")),
     PageGroup(status.router, ("Subject status", "/status")),
+    PageGroup(outcomes.router, ("Outcomes", "/outcomes")),
+    PageGroup(outcomes.complaints_router, ("Complaints", "/complaints")),
     PageGroup(audit.router, ("Audit log", "/audit")),
     PageGroup(refs.router, ("Reference", "/ref")),
 ]
