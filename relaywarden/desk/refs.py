@@ -39,7 +39,7 @@ def check_ref(text: str) -> str:
 
 def find_decisions(store: RedisStore, ref: str, max_scan: int = MAX_SCAN) -> RefLookup:
     ref = check_ref(ref)
-    needle = f'"ref": "{ref}"'.encode()
+    needle = ref.encode()  # the bytes are tested before parsing, whatever the JSON spacing
     high = "+"
     found: list[dict[str, Any]] = []
     scanned = 0
