@@ -153,5 +153,5 @@ def recent_decisions(
 def reset_keys(store: RedisStore, scope: Scope) -> int:
     """Delete a subject's counters (its hash and its HyperLogLogs)."""
     client = store.client
-    keys = [scope.key, *client.scan_iter(match=scope.key + ":U*", count=1000)]
+    keys = [scope.key, scope.reservations, *client.scan_iter(match=scope.key + ":U*", count=1000)]
     return int(client.delete(*keys))

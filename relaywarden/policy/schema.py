@@ -12,7 +12,12 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from relaywarden.policy.content import CampaignsSection, ContentSection, ReputationSection
+from relaywarden.policy.content import (
+    CampaignsSection,
+    ContentSection,
+    ReputationSection,
+    SpamBudgetSection,
+)
 from relaywarden.policy.crosscheck import cross_errors
 from relaywarden.policy.desk import QuarantineSection, WebSection
 from relaywarden.policy.forgery import (
@@ -193,6 +198,7 @@ class Policy(Section):
     content: ContentSection = ContentSection()
     campaigns: CampaignsSection = CampaignsSection()
     reputation: ReputationSection = ReputationSection()
+    spam_budget: SpamBudgetSection = SpamBudgetSection()
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> Policy:
