@@ -285,5 +285,6 @@ def _text(report: dict[str, Any]) -> str:
         until = "until lifted" if b["until"] is None else f"until {_utc(b['until'])}"
         lines.append(f"BLOCKED ({b['action']}) by {b['set_by']} {until}: {b['reason']}")
     for d in report["recent_decisions"]:
-        lines.append(f"  {d['ref']} {d['stage']} {d['action']} {d['reply'] or ''}")
+        would = f" (shadow: would {d['would_action']})" if d.get("would_action") else ""
+        lines.append(f"  {d['ref']} {d['stage']} {d['action']}{would} {d['reply'] or ''}")
     return "\n".join(lines)

@@ -49,6 +49,13 @@ def block_duration(policy: Policy, earlier_blocks: int) -> float:
 def escalate(job: Job, now: float | None = None) -> dict[str, Any] | None:
     """Block `job.subject` unless it already is; the notice sent, or None."""
     store, esc = job.store, job.policy.limits.escalation
+    if job.policy.milter.mode == "shadow":
+        # Shadow mode never blocks automatically; the log says it would have.
+        log.warning(
+            "shadow mode: would block %s automatically (%d hits within %s)",
+            job.subject, esc.hits, format_duration(esc.period),
+        )  # fmt: skip
+        return None
     if store.blocks_for([job.subject]):
         return None
     with_redis = store.client.pipeline(transaction=False)

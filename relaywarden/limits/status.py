@@ -146,7 +146,7 @@ def recent_decisions(
 ) -> list[dict[str, Any]]:
     """The subject's last decisions, newest first, from the capped event stream."""
     mine = (e for e in store.recent_events(scan) if matches(subject, e))
-    fields = ("ref", "stage", "action", "reply", "score", "queue_id")
+    fields = ("ref", "stage", "action", "reply", "score", "queue_id", "would_action")
     return [{k: e.get(k) for k in fields} for e in itertools.islice(mine, keep)]
 
 

@@ -27,6 +27,7 @@ from relaywarden.identity import Sender, identify
 from relaywarden.message import BodyDigest, IPAddress, Message, normalise_ip
 from relaywarden.milter.apply import apply_verdict, internal_error, set_reply
 from relaywarden.refs import new_ref
+from relaywarden.rollout import shadow
 from relaywarden.runtime import Runtime
 from relaywarden.store import Outcome, RedisStore
 from relaywarden.verdict import Action, Finding, TempFailReply, Verdict
@@ -271,12 +272,20 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
             verdict = engine.combine([*self.carried, *verdict.findings], policy, self.ref)
         elif verdict.action == Action.QUARANTINE:
             self.carried.extend(verdict.findings)
+        elif shadow.active(policy) and stage == Stage.MAIL and shadow.refuses(verdict):
+            # The transaction goes on: its final record says what enforce would have done.
+            self.carried.extend(verdict.findings)
+        if shadow.active(policy):
+            verdict = shadow.shadowed(verdict)
         latency = (time.perf_counter() - started) * 1000
         name = stage.name.lower()
         metrics.decision_seconds(name).observe(latency / 1000)
         dns_ms = ((self.dns.spent if self.dns is not None else 0.0) - dns_before) * 1000
         self.stages_ms[name] = self.stages_ms.get(name, 0.0) + latency - dns_ms
-        if stage == Stage.EOM or verdict.action not in (Action.ACCEPT, Action.QUARANTINE):
+        if stage == Stage.EOM or shadow.effective(verdict) not in (
+            Action.ACCEPT,
+            Action.QUARANTINE,
+        ):
             self._log(verdict, stage, latency)
         if stage == Stage.EOM:
             verdict = self._settle(verdict, latency)
@@ -291,7 +300,9 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         if not late:
             return verdict
         moved = engine.combine([*verdict.findings, *late], self.runtime.policy, self.ref)
-        if moved.action == verdict.action:
+        if shadow.active(self.runtime.policy):
+            moved = shadow.shadowed(moved)
+        if shadow.effective(moved) == shadow.effective(verdict):
             return verdict
         self._log(moved, Stage.EOM, latency_ms)  # the moved verdict's event, index entry
         return moved
