@@ -151,14 +151,23 @@ def reset(
     as_: AsOpt = None,
     config: ConfigOpt = None,
     redis_url: RedisOpt = None,
+    restart_warmup: Annotated[
+        bool,
+        typer.Option(
+            "--restart-warmup", help="Also forget when SUBJECT was first seen: warm up anew."
+        ),
+    ] = False,
 ) -> None:
-    """Clear SUBJECT's counters, warm-up, baseline and penalty (audited)."""
+    """Clear SUBJECT's counters, baseline and penalty (audited); warm-up only if asked."""
     from relaywarden.limits.status import reset_keys, scope_of, sender_for
 
     policy, store, inventory, target = _open_subject(subject, config, redis_url)
     scope = scope_of(target, policy, sender_for(target, policy, inventory))
-    removed = _guard(lambda: reset_keys(store, scope))
-    _audited(store, as_, "reset", str(target), reason, keys_removed=removed)
+    removed = _guard(lambda: reset_keys(store, scope, restart_warmup))
+    _audited(
+        store, as_, "reset", str(target), reason, keys_removed=removed,
+        restart_warmup=restart_warmup,
+    )  # fmt: skip
     typer.echo(f"reset {target} ({removed} keys removed)")
 
 
