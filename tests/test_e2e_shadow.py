@@ -61,3 +61,27 @@ def test_shadow_mode_delivers_and_records_would_reject(private_stack) -> None:  
     )  # fmt: skip
     assert status.returncode == 0, status.stderr
     assert "accept (shadow: would reject)" in status.stdout
+
+
+def test_replay_of_the_stream_shows_what_dropping_a_block_changes(private_stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    stack = private_stack(POLICY)
+    assert stack.fate(stack.send("spam@shop.example", RCPT, message("spam@shop.example"))).fate == (
+        "delivered"
+    )
+    assert stack.fate(stack.send("orders@shop.example", RCPT, message())).fate == "delivered"
+    # The policy about to be enforced no longer blocks spam@ (and is not shadow).
+    relaxed = tmp_path / "relaxed.toml"
+    relaxed.write_text(POLICY.split("[[blocks]]")[0].replace('mode = "shadow"', "") + "\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "relaywarden", "replay", "stream", "--json",
+         "--config", str(relaxed), "--redis-url", stack.redis_url],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    transitions = {(t["from"], t["to"]): t["count"] for t in report["transitions"]}
+    # spam@'s two records (MAIL FROM and end of message) would now be accepted.
+    assert transitions[("reject", "accept")] == 2 and report["changed"] == 2
+    assert transitions[("accept", "accept")] >= 1
