@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Protocol
 import redis
 
 from relaywarden import fastjson
+from relaywarden.breaker import Breaker, connection_class
 from relaywarden.errors import StoreError
 from relaywarden.identity import Sender
 from relaywarden.keys import Keys
@@ -70,14 +71,19 @@ def redis_errors(what: str) -> Iterator[None]:
         raise StoreError(f"redis {what}: {type(exc).__name__}: {exc}") from exc
 
 
-def connect(url: str, timeout: float) -> redis.Redis:
-    """One client (and pool) per process, shared by all milter threads."""
+def connect(url: str, timeout: float, breaker: Breaker | None = None) -> redis.Redis:
+    """One client (and pool) per process, shared by all milter threads; with a
+    breaker, a dead Redis fails fast instead of costing a timeout per call."""
+    guarded: dict[str, Any] = {}
+    if breaker is not None:
+        guarded = {"connection_class": connection_class(url), "breaker": breaker}
     return redis.Redis.from_url(
         url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         health_check_interval=30,
         max_connections=256,
+        **guarded,
     )
 
 

@@ -28,7 +28,7 @@ from relaywarden.message import BodyDigest, IPAddress, Message, normalise_ip
 from relaywarden.milter.apply import apply_verdict, internal_error, set_reply
 from relaywarden.refs import new_ref
 from relaywarden.rollout import shadow
-from relaywarden.runtime import Runtime
+from relaywarden.runtime import Generation, Runtime
 from relaywarden.store import Outcome, RedisStore
 from relaywarden.verdict import Action, Finding, TempFailReply, Verdict
 
@@ -109,6 +109,8 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         self._end_transaction()
         self._flush_deferred()
         self.ref = new_ref()
+        # Until MAIL FROM takes its own: the generation in force now.
+        self.gen: Generation = type(self).runtime.current
         self.message = Message(
             client_address=self.client_address, client_name=self.client_name, helo=self.helo
         )
@@ -161,7 +163,9 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         msg.mail_params = _params(params)
         msg.sasl_user = self.getsymval("{auth_authen}") or ""
         msg.queue_id = self.getsymval("i") or ""
-        rt = self.runtime
+        # One generation of policy, inventory, store and resolver for the whole
+        # transaction, however a reload lands meanwhile.
+        rt = self.gen = self.runtime.current
         self.sender = identify(msg, rt.inventory, rt.policy.identity.ipv6_prefix)
         self.dns = rt.resolver.session() if rt.resolver is not None else None
         status = self._decide(Stage.MAIL)
@@ -254,7 +258,7 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
 
     # -- deciding -----------------------------------------------------------
     def _decide(self, stage: Stage, rcpt: str = "") -> int:
-        rt = self.runtime
+        rt = self.gen
         policy = rt.policy
         started = time.perf_counter()
         dns_before = self.dns.spent if self.dns is not None else 0.0
@@ -293,14 +297,14 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
 
     def _settle(self, verdict: Verdict, latency_ms: float) -> Verdict:
         """The end-of-message round trip read the message's campaign: it may move the verdict."""
-        store = self.runtime.store
+        store = self.gen.store
         if not isinstance(store, RedisStore):
             return verdict
-        late = campaigns.late_findings(store, self.message.notes, self.runtime.policy)
+        late = campaigns.late_findings(store, self.message.notes, self.gen.policy)
         if not late:
             return verdict
-        moved = engine.combine([*verdict.findings, *late], self.runtime.policy, self.ref)
-        if shadow.active(self.runtime.policy):
+        moved = engine.combine([*verdict.findings, *late], self.gen.policy, self.ref)
+        if shadow.active(self.gen.policy):
             moved = shadow.shadowed(moved)
         if shadow.effective(moved) == shadow.effective(verdict):
             return verdict
@@ -308,7 +312,7 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         return moved
 
     def _log(self, verdict: Verdict, stage: Stage, latency_ms: float) -> None:
-        policy = self.runtime.policy
+        policy = self.gen.policy
         metrics.decisions(stage.name.lower(), verdict.action.label).inc()
         for finding in verdict.findings:
             metrics.findings(finding.check, finding.name).inc()
@@ -326,7 +330,7 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
             return
         earlier, self.deferred = self.deferred, []
         try:
-            self.runtime.store.finish(Outcome(self.message, self.sender, verdict, fields), earlier)
+            self.gen.store.finish(Outcome(self.message, self.sender, verdict, fields), earlier)
         except Exception as exc:  # a record, not a gate: the verdict stands
             log.warning("could not record decision %s: %s", verdict.ref, exc)
 

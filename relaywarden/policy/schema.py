@@ -98,6 +98,11 @@ class RedisSection(Section):
     # unchecked by the counters (logged and counted), "tempfail" answers 451 4.3.0.
     on_error: FailMode = "tempfail"
     events_maxlen: int = Field(default=100_000, ge=100)
+    # Circuit breaker: after this many connection errors or timeouts in a row,
+    # Redis calls fail at once (fail mode applies) for breaker_interval, then one
+    # probe is let through. "0s" turns the breaker off.
+    breaker_failures: int = Field(default=1, ge=1, le=100)
+    breaker_interval: Duration = 2.0
 
     @field_validator("url")
     @classmethod
