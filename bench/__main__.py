@@ -15,6 +15,7 @@ BENCHES = [
     "bench.content",
     "bench.adapter",
     "bench.paired",
+    "bench.outcomes",
 ]
 
 failed = []

@@ -57,6 +57,10 @@ class Outcome:
 # quarantined message...) registers here and is queued on one pipeline, so the
 # end of a message costs one Redis round trip however many features record it.
 FinishHook = Callable[["RedisStore", "redis.client.Pipeline", Outcome], None]
+# Work for a transaction that ends with no final decision (aborted, every recipient
+# refused, connection closed): e.g. giving a rate-limit reservation back. Queued on
+# the pipeline that records its recipient decisions: still one round trip.
+AbandonHook = Callable[["RedisStore", "redis.client.Pipeline", Message], None]
 
 # Message.notes key: the replies of the end-of-message pipeline, for hooks whose
 # command's answer may still move the verdict (content/campaigns.py).
@@ -89,6 +93,7 @@ def connect(url: str, timeout: float, breaker: Breaker | None = None) -> redis.R
 
 class RedisStore:
     finish_hooks: ClassVar[list[FinishHook]] = []  # features register at import
+    abandon_hooks: ClassVar[list[AbandonHook]] = []
 
     def __init__(self, client: redis.Redis, prefix: str = "rw", events_maxlen: int = 100_000):
         self.client = client
@@ -174,6 +179,18 @@ class RedisStore:
             for event in events:
                 self._add_event(pipe, event)
             pipe.execute()
+
+    def abandon(self, message: Message, events: Sequence[dict[str, Any]] = ()) -> None:
+        """A transaction ended without a final decision: its recipient decisions and
+        every abandon hook (reservations given back), one round trip, none if idle."""
+        with redis_errors("ending a transaction"):
+            pipe = self.client.pipeline(transaction=False)
+            for event in events:
+                self._add_event(pipe, event)
+            for hook in self.abandon_hooks:
+                hook(self, pipe, message)
+            if len(pipe):
+                pipe.execute()
 
     def _add_event(self, pipe: redis.client.Pipeline, event: dict[str, Any]) -> None:
         pipe.xadd(

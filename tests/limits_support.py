@@ -71,6 +71,8 @@ def transaction(
             record(v, Stage.RCPT)
             refused.append(rcpt)
     if not msg.rcpts:  # Postfix ends a transaction with no recipient before DATA
+        with contextlib.suppress(StoreError):  # as in the adapter: the reservation back
+            store.abandon(msg)
         return Result(Stage.RCPT, v, refused)
     msg.body_size = size
     verdict = engine.decide(msg, sender, policy, store, stage=Stage.EOM, checks=LIMIT_CHECKS)

@@ -1,18 +1,24 @@
-"""The end-of-message hook: commit what was accepted, count limit hits, feed
-findings back into the VPS's penalty, and hand repeat offenders to escalation."""
+"""The end-of-message hook: true the reservation up (commit what was accepted, give
+back the rest), count limit hits, feed findings back into the VPS's penalty, and
+hand repeat offenders to escalation. The abandon hook gives a reservation back
+when a transaction ends without a decision."""
 
 from __future__ import annotations
 
 import redis
 
 from relaywarden.limits.escalation import ESCALATOR, Job
-from relaywarden.limits.fetch import LimitState, Usage, queue_commit
+from relaywarden.limits.fetch import LimitState, Usage, queue_commit, queue_release
 from relaywarden.limits.model import HITS, ScopeState
+from relaywarden.message import Message
 from relaywarden.policy import Policy
 from relaywarden.store import Outcome, RedisStore
 from relaywarden.verdict import Action, Finding
 
 NOTE = "limits"
+# Checks whose forced findings name a "subject" in their evidence and count as
+# hits of it (relaywarden/outcomes/check.py).
+SUBJECT_HITS = frozenset({"outcomes"})
 
 
 def _is_feedback(finding: Finding) -> bool:
@@ -37,6 +43,11 @@ def _hit_labels(findings: tuple[Finding, ...], state: LimitState) -> set[str]:
     if any(f.check == "blocks" for f in findings):
         return labels  # a blocked sender's retries are the block working, not new hits
     for f in findings:
+        if f.check in SUBJECT_HITS and f.action is not None:
+            # A forced outcome finding (bounces, complaints, failed logins) is a
+            # hit of the subject it names, like a rate-limit hit: it escalates.
+            labels.add(str(f.evidence.get("subject", "")))
+            continue
         if f.check != "limits":
             continue
         if f.name == "rate-limit":
@@ -86,4 +97,12 @@ def finish_hook(store: RedisStore, pipe: redis.client.Pipeline, outcome: Outcome
             _escalate(store, state, st, evidence)
 
 
+def abandon_hook(store: RedisStore, pipe: redis.client.Pipeline, message: Message) -> None:
+    """No final decision (abort, all recipients refused, close): give the reservation back."""
+    state = message.notes.get(NOTE)
+    if isinstance(state, LimitState):
+        queue_release(pipe, state)
+
+
 RedisStore.finish_hooks.append(finish_hook)
+RedisStore.abandon_hooks.append(abandon_hook)

@@ -43,6 +43,11 @@ class Scope:
     def label(self) -> str:
         return str(self.subject) if self.subject else "global"
 
+    @property
+    def reservations(self) -> str:
+        """The sorted set of live reservations (lua/reserve.lua): same hash tag."""
+        return f"{self.key}:q"
+
 
 def tag_for(sender: Sender) -> str:
     """One hash tag per customer, so all its keys sit in one Cluster slot."""

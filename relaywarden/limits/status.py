@@ -155,7 +155,7 @@ def reset_keys(store: RedisStore, scope: Scope, restart_warmup: bool = False) ->
     time survives unless `restart_warmup`: a reset forgives, it does not make an
     established customer new again."""
     client = store.client
-    keys = [scope.key, *client.scan_iter(match=scope.key + ":U*", count=1000)]
+    keys = [scope.key, scope.reservations, *client.scan_iter(match=scope.key + ":U*", count=1000)]
     first_seen = None if restart_warmup else client.hget(scope.key, "fs")
     ttl = int(client.ttl(scope.key))
     pipe = client.pipeline(transaction=True)

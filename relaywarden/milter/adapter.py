@@ -347,14 +347,19 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
             log.warning("could not stamp trace header (queue id %s): %s", stamp.info.queue_id, exc)
 
     def _flush_deferred(self) -> None:
-        """A transaction ended with no final decision (every recipient refused, RSET, QUIT)."""
+        """A transaction ended with no final decision (every recipient refused, RSET,
+        QUIT, a dropped connection): record its recipient decisions and let the store
+        give back what the transaction held (a rate-limit reservation)."""
         events, self.deferred = getattr(self, "deferred", []), []
-        if not events:
+        message = getattr(self, "message", None)
+        if message is None:
             return
         try:
-            self.runtime.store.record_events(events)
-        except Exception as exc:  # a record, not a gate
-            log.warning("could not record %d recipient decision(s): %s", len(events), exc)
+            self.runtime.store.abandon(message, events)
+        except Exception as exc:  # a record, not a gate; a reservation lapses by its lease
+            log.warning(
+                "could not end transaction (%d recipient decision(s)): %s", len(events), exc
+            )
 
 
 def _params(params: tuple[str, ...]) -> dict[str, str]:

@@ -213,6 +213,22 @@ class EscalationSection(Section):
     email: EmailSection = EmailSection()
 
 
+class ReservationSection(Section):
+    """What MAIL FROM reserves for one transaction (admission is check-and-reserve)."""
+
+    # Recipients one message may reserve: Postfix's own smtp_destination_recipient_limit
+    # (50), so a Postfix client never meets it; recipients beyond it get 452 4.5.3 and
+    # go in the next message. Smaller: more parallel sessions share a recipient limit.
+    recipients: int = Field(default=50, ge=1, le=100_000)
+    # Bytes one message may reserve when its MAIL FROM declares no SIZE: Postfix's
+    # default message_size_limit.
+    bytes: int = Field(default=10_240_000, ge=1)
+    # A reservation nobody settles (the milter died mid-transaction) stops counting
+    # after this long. Longer than a transaction: Postfix's smtpd_timeout (300 s) bounds
+    # each command; a transaction that outlives it is still counted at its end.
+    lease: Duration = Field(default=600.0, ge=5, le=3600)
+
+
 class InventorySection(Section):
     # A large inventory: a .csv (id,plan,networks,sasl_users,domains; lists
     # space-separated) or a .toml with [[customers]], relative to the policy file.
@@ -243,6 +259,7 @@ class LimitsSection(Section):
     burst: BurstSection = BurstSection()
     escalation: EscalationSection = EscalationSection()
     inventory: InventorySection = InventorySection()
+    reservation: ReservationSection = ReservationSection()
     overrides: list[Override] = Field(default_factory=list)
 
     model_config = ConfigDict(
