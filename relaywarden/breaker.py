@@ -112,13 +112,10 @@ class _Guarded:
     the pool hands it out and sends its handshake from connect(): the probe is a
     connection, allowed everything until its first reply or failure.)"""
 
-    breaker: Breaker | None
-    _probe: bool
-
-    def __init__(self, *args: Any, breaker: Breaker | None = None, **kwargs: Any) -> None:
-        self.breaker = breaker
-        self._probe = False
-        super().__init__(*args, **kwargs)
+    # Bound per client by connection_class(): not a connection kwarg, so the
+    # pool's connection_kwargs stay those of a plain redis-py connection.
+    breaker: Breaker | None = None
+    _probe: bool = False
 
     def _admit(self) -> None:
         if self.breaker is None or self._probe or self.breaker.state == CLOSED:
@@ -175,9 +172,11 @@ class GuardedSSLConnection(_Guarded, redis.SSLConnection):
     pass
 
 
-def connection_class(url: str) -> type[redis.Connection] | type[redis.UnixDomainSocketConnection]:
+def connection_class(url: str, breaker: Breaker) -> type[_Guarded]:
+    """The connection class for `url`'s scheme, bound to `breaker`."""
+    base: type[_Guarded] = GuardedConnection
     if url.startswith("unix://"):
-        return GuardedUnixConnection
-    if url.startswith("rediss://"):
-        return GuardedSSLConnection
-    return GuardedConnection
+        base = GuardedUnixConnection
+    elif url.startswith("rediss://"):
+        base = GuardedSSLConnection
+    return type(base.__name__, (base,), {"breaker": breaker})

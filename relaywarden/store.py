@@ -80,7 +80,7 @@ def connect(url: str, timeout: float, breaker: Breaker | None = None) -> redis.R
     breaker, a dead Redis fails fast instead of costing a timeout per call."""
     guarded: dict[str, Any] = {}
     if breaker is not None:
-        guarded = {"connection_class": connection_class(url), "breaker": breaker}
+        guarded = {"connection_class": connection_class(url, breaker)}
     return redis.Redis.from_url(
         url,
         socket_timeout=timeout,
