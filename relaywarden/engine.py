@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from relaywarden import metrics
 from relaywarden.checks import Check, Context, Stage, addresses, blocks, headers, limits, sender
 from relaywarden.content import checks as content
-from relaywarden.content import reputation
+from relaywarden.content import reputation, rspamd
 from relaywarden.errors import DependencyError
 from relaywarden.identity import Sender
 from relaywarden.logins import spread as logins
@@ -44,6 +44,7 @@ CHECKS: tuple[Check, ...] = (
     sender.MESSAGE,
     content.CHECK,
     reputation.CHECK,
+    rspamd.CHECK,
 )
 
 # Fault injection for the end-to-end test of "an exception inside the engine":
@@ -82,6 +83,11 @@ def _dependency_finding(check: Check, exc: DependencyError, policy: Policy) -> F
 def _fail_mode(service: str, policy: Policy) -> str:
     section = getattr(policy, service, None)
     return str(getattr(section, "on_error", "tempfail"))
+
+
+def body_needed(policy: Policy, checks: Sequence[Check] = CHECKS) -> bool:
+    """Whether any check reads the body under `policy` (else Postfix need not send it)."""
+    return any(check.needs_body(policy) for check in checks)
 
 
 def run_checks(checks: Sequence[Check], ctx: Context) -> list[Finding]:

@@ -19,7 +19,7 @@ import Milter
 
 from relaywarden import engine, metrics, trace
 from relaywarden.checks import Stage
-from relaywarden.content import campaigns
+from relaywarden.content import budget, campaigns
 from relaywarden.content.stream import ContentStream
 from relaywarden.decisionlog import decision_fields, log_decision
 from relaywarden.dns import DnsSession
@@ -118,7 +118,8 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         self.dns: DnsSession | None = None  # one DNS budget per message, set at MAIL FROM
         self.digest = BodyDigest()
         self.content: ContentStream | None = None  # the bounded view, built from end of headers
-        # Findings from MAIL/RCPT that only take effect at end of message (quarantine).
+        # Findings of an accepted MAIL/RCPT stage (bursts, scores, a quarantine): they
+        # take effect in the end-of-message verdict, its score, log and escalation.
         self.carried: list[Finding] = []
         # Per-recipient decisions, recorded with the transaction's last one (one round trip).
         self.deferred: list[dict[str, Any]] = []
@@ -127,6 +128,34 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         self.stages_ms: dict[str, float] = {}
         # Customer-supplied headers with our trace header's name, removed at the stamp.
         self.trace_headers_seen = 0
+
+    # -- negotiation -----------------------------------------------------
+    def negotiate(self, opts: list[int]) -> int:
+        """What Postfix sends and waits for: pymilter's Base.negotiate, repaired,
+        plus no body when no check reads it under the policy in force.
+
+        pymilter 1.0.5's Base.setsymlist hands its C module bytes where that wants
+        str; the TypeError makes Base.negotiate answer ALL_OPTS, and then nothing
+        is negotiated: every callback sent and answered (@noreply, @nocallback
+        and @symlist ignored), every macro sent. pymilter's TestCtx takes bytes
+        too, so only a real MTA showed it.
+        """
+        try:
+            self._actions, offered, _, _ = opts
+            if self._actions & Milter.SETSYMLIST:
+                for name, stage in Milter.MACRO_CALLBACKS.items():
+                    macros = getattr(getattr(self, name), "_symlist", None)
+                    if macros:
+                        self._ctx.setsymlist(stage, " ".join(macros))
+            protocol = offered & ~self.protocol_mask()
+            if offered & Milter.P_NOBODY and not engine.body_needed(self.runtime.policy):
+                protocol |= Milter.P_NOBODY  # SMFIP_NOBODY: no body chunks at all
+            opts[1] = self._protocol = protocol
+            opts[2] = opts[3] = 0
+        except Exception:
+            log.exception("milter negotiation failed: Postfix will send every callback")
+            return int(Milter.ALL_OPTS)
+        return int(Milter.CONTINUE)
 
     # -- connection ------------------------------------------------------
     @Milter.noreply
@@ -216,8 +245,10 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
 
     @Milter.noreply
     def eoh(self) -> int:
-        if self.runtime.policy.content.enabled:
-            self.content = ContentStream(self.message.headers, self.runtime.policy.content.caps)
+        content = self.runtime.policy.content
+        if content.enabled:
+            keep = content.rspamd.max_bytes if content.rspamd.url else 0
+            self.content = ContentStream(self.message.headers, content.caps, keep)
         return int(Milter.CONTINUE)
 
     @Milter.noreply
@@ -274,7 +305,7 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         )
         if stage == Stage.EOM and self.carried:
             verdict = engine.combine([*self.carried, *verdict.findings], policy, self.ref)
-        elif verdict.action == Action.QUARANTINE:
+        elif verdict.action in (Action.ACCEPT, Action.QUARANTINE):
             self.carried.extend(verdict.findings)
         elif shadow.active(policy) and stage == Stage.MAIL and shadow.refuses(verdict):
             # The transaction goes on: its final record says what enforce would have done.
@@ -329,8 +360,12 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
             self.deferred.append(fields)
             return
         earlier, self.deferred = self.deferred, []
+        store = self.gen.store
         try:
-            self.gen.store.finish(Outcome(self.message, self.sender, verdict, fields), earlier)
+            store.finish(Outcome(self.message, self.sender, verdict, fields), earlier)
+            # A spent spam budget blocks the sender; shadow mode never blocks.
+            if isinstance(store, RedisStore) and not shadow.active(policy):
+                budget.enforce(store, self.message.notes, policy)
         except Exception as exc:  # a record, not a gate: the verdict stands
             log.warning("could not record decision %s: %s", verdict.ref, exc)
 
