@@ -88,6 +88,9 @@ backoff = "100ms"
 [limits.escalation]
 hits = 3
 block_for = "1h"
+# The test's deferrals come within seconds: count each one (the default counts
+# one hit per subject per sub-window).
+distinct_hits = false
 
 [logins]
 max_networks = 10

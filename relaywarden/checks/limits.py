@@ -9,7 +9,9 @@ import os
 from relaywarden.checks import BLOCKS_NOTE, Check, Context, Stage
 from relaywarden.limits.fetch import LimitState, demand, fetch
 from relaywarden.limits.model import CODE, Binding, Burst
+from relaywarden.policy import Policy
 from relaywarden.policy.durations import format_duration
+from relaywarden.policy.limits import Limits
 from relaywarden.store import RedisStore
 from relaywarden.verdict import Action, Finding, TempFailReply
 
@@ -61,6 +63,8 @@ def run_mail(ctx: Context) -> list[Finding]:
     """Check-and-reserve: admitted only with a reservation (reserve.lua), else 451."""
     if not ctx.policy.limits.enabled or not isinstance(ctx.store, RedisStore):
         return []
+    if _exempt(ctx):
+        return []
     size = _declared_size(ctx.message.mail_params.get("SIZE", ""))
     state = fetch(ctx.store, ctx.policy, ctx.sender, ctx.message, _TEST_CLOCK, size=size)
     ctx.message.notes[NOTE] = state
@@ -76,6 +80,16 @@ def run_mail(ctx: Context) -> list[Finding]:
     ]
     # reserve.lua refused: at least one limit is short (the first if none reads so here).
     return findings + (over or [_over(next(iter(state.allow.values())), state.factor.reasons)])
+
+
+def _exempt(ctx: Context) -> bool:
+    """The relay's own mail (notices, bounces submitted over SMTP) never counts
+    against, or gets blocked by, the relay's limits: `[limits] exempt` networks."""
+    address = ctx.message.client_address
+    return address is not None and any(
+        address.version == net.version and address in net
+        for net in ctx.policy.limits.exempt_networks
+    )
 
 
 def _declared_size(text: str) -> int:
@@ -116,6 +130,7 @@ def run_rcpt(ctx: Context) -> list[Finding]:
         if code not in state.allot or count <= state.allot[code]:
             continue
         if state.allot[code] < state.want[code] and unit in state.allow:
+            state.rcpt_hits.add(state.allow[unit].scope)  # a hit, recorded at the end
             return [_over(state.allow[unit], state.factor.reasons)]
         return [_too_many()]
     return []
@@ -123,6 +138,8 @@ def run_rcpt(ctx: Context) -> list[Finding]:
 
 def run_eom(ctx: Context) -> list[Finding]:
     state = state_of(ctx)
+    if state is not None and _TEST_CLOCK:
+        state.clock = _TEST_CLOCK  # the commit happens now, as Redis TIME would say
     if state is None or "b" not in state.allot or "bytes" not in state.allow:
         return []
     over = ctx.message.body_size > state.allot["b"]
@@ -131,7 +148,27 @@ def run_eom(ctx: Context) -> list[Finding]:
 
 MAIL = Check("limits.mail", Stage.MAIL, run_mail)
 RCPT = Check("limits.rcpt", Stage.RCPT, run_rcpt)
-EOM = Check("limits.eom", Stage.EOM, run_eom)
+_BYTES_SEEN: tuple[Policy, bool] | None = None  # the last policy asked about
+
+
+def uses_bytes(policy: Policy) -> bool:
+    """True when any plan (any of its scopes), override or the global ceiling
+    limits bytes."""
+    global _BYTES_SEEN
+    seen = _BYTES_SEEN
+    if seen is not None and seen[0] is policy:  # asked once per connection: cache it
+        return seen[1]
+    limits = policy.limits
+    scopes: list[Limits | None] = [limits.global_, *(o.limits for o in limits.overrides)]
+    for plan in policy.plans.values():
+        scopes += [plan, plan.customer, plan.user, plan.sender]
+    result = any(scope is not None and scope.bytes for scope in scopes)
+    _BYTES_SEEN = (policy, result)
+    return result
+
+
+# Bytes are counted from the body's size.
+EOM = Check("limits.eom", Stage.EOM, run_eom, needs_body=uses_bytes)
 
 # Registers the end-of-message commit on RedisStore.finish's pipeline.
 from relaywarden.limits import hook as _hook  # noqa: E402,F401

@@ -34,6 +34,7 @@ from relaywarden.limits.model import (
     global_scope,
     reads_for,
     scopes_for,
+    tag_groups,
 )
 from relaywarden.limits.model import NSUB as NSUB
 from relaywarden.message import Message
@@ -65,6 +66,7 @@ class LimitState:
     allot: dict[str, int] = field(default_factory=dict)
     want: dict[str, int] = field(default_factory=dict)
     settled: bool = False  # reservation trued up or given back
+    rcpt_hits: set[str] = field(default_factory=set)  # scopes that refused a recipient
 
     @property
     def vps(self) -> ScopeState:
@@ -333,7 +335,7 @@ def fetch(
 ) -> LimitState:
     """Blocks, and admission: the transaction holds a reservation if every group admits it."""
     rid = rid or uuid.uuid4().hex
-    groups = [scopes_for(policy, sender, message.mail_from or "")]
+    groups = tag_groups(scopes_for(policy, sender, message.mail_from or ""))
     ceiling = global_scope(policy)
     if ceiling is not None:
         groups.append([ceiling])
@@ -402,10 +404,11 @@ def _scope_commit(
     amounts = {"m": 1, "r": len(usage.recipients), "b": usage.size} if usage.accepted else {}
     hit = 1 if st.scope.label in usage.hits else 0
     counters = []
+    once = 1 if policy.limits.escalation.distinct_hits else 0
     for code, window in st.counters:
         amount = hit if code == HITS else amounts.get(code, 0)
         if amount:
-            counters.append([code, window, NSUB, amount])
+            counters.append([code, window, NSUB, amount, once if code == HITS else 0])
     uniques: list[tuple[str, float, list[str]]] = []
     domains = [r.rsplit("@", 1)[-1] for r in usage.recipients]
     for code, window in st.uniques:

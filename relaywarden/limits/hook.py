@@ -22,8 +22,9 @@ SUBJECT_HITS = frozenset({"outcomes"})
 
 
 def _is_feedback(finding: Finding) -> bool:
-    """A rate-limit hit or a block says nothing new about the mail's quality."""
-    return finding.check != "blocks" and finding.name != "rate-limit"
+    """A rate-limit hit, a burst or a block says nothing new about the mail's quality:
+    a quarantine for a burst alone must not shrink the limits of the send it stopped."""
+    return finding.check not in ("blocks", "limits")
 
 
 def _penalty(outcome: Outcome, policy: Policy) -> float:
@@ -54,6 +55,7 @@ def _hit_labels(findings: tuple[Finding, ...], state: LimitState) -> set[str]:
             labels.add(str(f.evidence.get("scope", "")))
         else:  # a burst is the VPS's doing
             labels.add(state.vps.scope.label)
+    labels |= state.rcpt_hits  # recipients refused for a limit count as hits too
     labels.discard("global")  # nobody to block for the relay-wide ceiling
     return labels - state.hit_scopes
 
@@ -64,7 +66,8 @@ def _escalate(
     esc = state.policy.limits.escalation
     before = st.counters.get((HITS, esc.period), 0)
     if esc.enabled and st.scope.subject is not None and before + 1 >= esc.hits:
-        ESCALATOR.submit(Job(store, state.policy, st.scope.subject, st.scope.key, evidence))
+        job = Job(store, state.policy, st.scope.subject, st.scope.key, evidence, state.clock)
+        ESCALATOR.submit(job)
 
 
 def finish_hook(store: RedisStore, pipe: redis.client.Pipeline, outcome: Outcome) -> None:
@@ -98,10 +101,21 @@ def finish_hook(store: RedisStore, pipe: redis.client.Pipeline, outcome: Outcome
 
 
 def abandon_hook(store: RedisStore, pipe: redis.client.Pipeline, message: Message) -> None:
-    """No final decision (abort, all recipients refused, close): give the reservation back."""
+    """No final decision (abort, all recipients refused, close): give the reservation
+    back, and count the hits of recipients refused for a limit."""
     state = message.notes.get(NOTE)
-    if isinstance(state, LimitState):
+    if not isinstance(state, LimitState):
+        return
+    hits = _hit_labels((), state)
+    if not hits:
         queue_release(pipe, state)
+        return
+    queue_commit(pipe, state, Usage(False, [], 0, 0.0, frozenset(hits)))
+    state.hit_scopes |= hits
+    evidence: dict[str, object] = {"findings": ["recipients refused: rate limit"]}
+    for st in state.scope_states():
+        if st.scope.label in hits:
+            _escalate(store, state, st, evidence)
 
 
 RedisStore.finish_hooks.append(finish_hook)

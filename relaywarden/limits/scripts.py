@@ -17,7 +17,7 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError, ResponseError
 
-from relaywarden.store import redis_errors
+from relaywarden.store import RedisStore, redis_errors
 
 
 def _read(name: str) -> str:
@@ -48,6 +48,9 @@ def evalsha(pipe: redis.client.Pipeline, name: str, keys: list[str], args: list[
 def load(client: redis.Redis) -> None:
     for text in _SOURCES.values():
         client.script_load(text)
+
+
+RedisStore.script_loaders.append(load)
 
 
 def is_noscript(result: object) -> bool:

@@ -71,9 +71,10 @@ def scope_of(subject: Subject, policy: Policy, sender: Sender) -> Scope:
         if scope.subject == subject:
             return scope
     # No limits of the plan on this scope: still show its hits and blocks.
-    from relaywarden.limits.model import scope_key, tag_for
+    from relaywarden.limits.model import scope_key, tag_for, vps_tag
 
-    return Scope(subject, scope_key(policy.redis.key_prefix, tag_for(sender), subject), Limits())
+    tag = vps_tag(subject.value) if subject.kind == "vps" else tag_for(sender)
+    return Scope(subject, scope_key(policy.redis.key_prefix, tag, subject), Limits())
 
 
 def _window(state: ScopeState, binds: list[Any]) -> list[dict[str, Any]]:

@@ -10,7 +10,8 @@ KEYS[2i-1]  the state hash of scope i; HyperLogLogs at "<hash>:U<unit><window>:<
 KEYS[2i]    its reservations (sorted set, see reserve.lua), same hash tag.
 ARGV[1]  "" for Redis TIME, else seconds since the epoch (an injected test clock).
 ARGV[2]  JSON: {"s": [scope, ...]} in KEYS order (pairs), each scope
-           {"c":   [[unit, window, nsub, amount], ...],  counters to add to
+           {"c":   [[unit, window, nsub, amount, once], ...],  counters to add to
+                   (once = 1: at most `amount` per sub-bucket, for hits)
             "u":   [[unit, window, [member, ...]], ...], members to add (hashed
                                                          by the caller)
             "ttl": seconds,     the hash's expiry, refreshed on every commit
@@ -41,7 +42,8 @@ local function second(x)
   return string.format("%d", x)
 end
 
-local function add(key, unit, window, nsub, amount)
+-- once = 1: the bucket holds at most `amount` (a hit counts once per sub-window).
+local function add(key, unit, window, nsub, amount, once)
   local g = window / nsub
   local i = math.floor(now / g)
   local field = unit .. fmt(window) .. ":" .. (i % (nsub + 1))
@@ -50,7 +52,7 @@ local function add(key, unit, window, nsub, amount)
   if v then
     local b, n = string.match(v, "^(%-?%d+):(%d+)$")
     if tonumber(b) == i then
-      total = total + tonumber(n)
+      total = (once == 1) and math.max(amount, tonumber(n)) or total + tonumber(n)
     end
   end
   redis.call("HSET", key, field, string.format("%d:%d", i, total))
@@ -84,7 +86,7 @@ local out = {}
 for n, scope in ipairs(spec["s"]) do
   local key, qkey = KEYS[2 * n - 1], KEYS[2 * n]
   for _, c in ipairs(scope["c"] or {}) do
-    add(key, c[1], c[2], c[3], c[4])
+    add(key, c[1], c[2], c[3], c[4], c[5])
   end
   local new = {}
   for _, u in ipairs(scope["u"] or {}) do

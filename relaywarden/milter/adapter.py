@@ -115,7 +115,8 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         self.dns: DnsSession | None = None  # one DNS budget per message, set at MAIL FROM
         self.digest = BodyDigest()
         self.content: ContentStream | None = None  # the bounded view, built from end of headers
-        # Findings from MAIL/RCPT that only take effect at end of message (quarantine).
+        # Findings of an accepted MAIL/RCPT stage (bursts, scores, a quarantine): they
+        # take effect in the end-of-message verdict, its score, log and escalation.
         self.carried: list[Finding] = []
         # Per-recipient decisions, recorded with the transaction's last one (one round trip).
         self.deferred: list[dict[str, Any]] = []
@@ -124,6 +125,34 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         self.stages_ms: dict[str, float] = {}
         # Customer-supplied headers with our trace header's name, removed at the stamp.
         self.trace_headers_seen = 0
+
+    # -- negotiation -----------------------------------------------------
+    def negotiate(self, opts: list[int]) -> int:
+        """What Postfix sends and waits for: pymilter's Base.negotiate, repaired,
+        plus no body when no check reads it under the policy in force.
+
+        pymilter 1.0.5's Base.setsymlist hands its C module bytes where that wants
+        str; the TypeError makes Base.negotiate answer ALL_OPTS, and then nothing
+        is negotiated: every callback sent and answered (@noreply, @nocallback
+        and @symlist ignored), every macro sent. pymilter's TestCtx takes bytes
+        too, so only a real MTA showed it.
+        """
+        try:
+            self._actions, offered, _, _ = opts
+            if self._actions & Milter.SETSYMLIST:
+                for name, stage in Milter.MACRO_CALLBACKS.items():
+                    macros = getattr(getattr(self, name), "_symlist", None)
+                    if macros:
+                        self._ctx.setsymlist(stage, " ".join(macros))
+            protocol = offered & ~self.protocol_mask()
+            if offered & Milter.P_NOBODY and not engine.body_needed(self.runtime.policy):
+                protocol |= Milter.P_NOBODY  # SMFIP_NOBODY: no body chunks at all
+            opts[1] = self._protocol = protocol
+            opts[2] = opts[3] = 0
+        except Exception:
+            log.exception("milter negotiation failed: Postfix will send every callback")
+            return int(Milter.ALL_OPTS)
+        return int(Milter.CONTINUE)
 
     # -- connection ------------------------------------------------------
     @Milter.noreply
@@ -271,7 +300,7 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         )
         if stage == Stage.EOM and self.carried:
             verdict = engine.combine([*self.carried, *verdict.findings], policy, self.ref)
-        elif verdict.action == Action.QUARANTINE:
+        elif verdict.action in (Action.ACCEPT, Action.QUARANTINE):
             self.carried.extend(verdict.findings)
         latency = (time.perf_counter() - started) * 1000
         name = stage.name.lower()

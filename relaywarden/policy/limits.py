@@ -3,6 +3,7 @@ keys of the rate-limit feature (`[plans.NAME]`, `[limits]`, `[[limits.overrides]
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Literal
 
@@ -176,7 +177,12 @@ class EscalationSection(Section):
     growth: float = Field(default=4.0, ge=1)
     max_block: Duration = 7 * 86400.0
     memory: Duration = 30 * 86400.0
-    action: Literal["reject", "tempfail"] = "reject"
+    # An automatic block defers (451 4.7.1): the client's MTA keeps the mail, and an
+    # honest sender that only retried loses nothing. "reject" (5xx) only if you say so.
+    action: Literal["reject", "tempfail"] = "tempfail"
+    # Count at most one hit per subject per sub-window (period / 10): the retries of
+    # one deferred backlog are one episode, not ten hits.
+    distinct_hits: bool = True
     webhook: WebhookSection = WebhookSection()
     email: EmailSection = EmailSection()
 
@@ -220,6 +226,9 @@ class Override(Section):
 
 class LimitsSection(Section):
     enabled: bool = True
+    # Clients never counted or limited: the relay host itself by default, so its
+    # own notices (escalation email through the relay) are never held back.
+    exempt: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     # Limits over every customer and VPS together: a ceiling for the whole relay.
     global_: Limits = Field(default=Limits(), alias="global")
     warmup: WarmupSection = WarmupSection()
@@ -233,6 +242,20 @@ class LimitsSection(Section):
     model_config = ConfigDict(
         extra="forbid", frozen=True, arbitrary_types_allowed=True, populate_by_name=True
     )
+
+    @field_validator("exempt")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for text in value:
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{text!r} is not a network: {exc}") from None
+        return value
+
+    @property
+    def exempt_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(text, strict=False) for text in self.exempt]
 
     @model_validator(mode="after")
     def _unique_overrides(self) -> LimitsSection:

@@ -107,8 +107,15 @@ class RedisSection(Section):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("a Redis URL starts with redis://, rediss:// or unix://")
+        if not value.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
+            raise ValueError(
+                "a Redis URL starts with redis://, rediss://, unix:// or "
+                "redis+sentinel://HOST:PORT[,HOST:PORT]/SERVICE"
+            )
+        if value.startswith("redis+sentinel://"):
+            from relaywarden.store import parse_sentinel_url
+
+            parse_sentinel_url(value)  # ValueError names what is wrong
         return value
 
     @field_validator("key_prefix")
