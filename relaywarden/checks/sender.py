@@ -9,7 +9,7 @@ against its budget; a `DnsError` becomes the policy's `[dns] on_error`.
 from __future__ import annotations
 
 from relaywarden import domains
-from relaywarden.addrparse import parse_address_list
+from relaywarden.addrparse import parsed_fields
 from relaywarden.checks import Check, Context, Stage
 from relaywarden.dns import DnsSession
 from relaywarden.spfeval import spf_result
@@ -25,12 +25,12 @@ DMARC_ACTIONS = {"reject": Action.REJECT, "quarantine": Action.QUARANTINE}
 
 
 def from_domains(ctx: Context) -> list[str]:
-    """Domains of an unambiguous From (the addresses check refuses the others)."""
-    out = []
-    for field in ctx.message.header_fields("From"):
-        parsed = parse_address_list(field.value)
-        if not parsed.ambiguous:
-            out += [domains.domain_of(a) for _, a in parsed.addresses if "@" in a]
+    """Every domain the From could name: an ambiguous From is judged on each of
+    its readings (the addresses check refuses it as well, on its own account)."""
+    cap = ctx.policy.checks.addresses.max_header_bytes
+    out: list[str] = []
+    for parsed in parsed_fields(ctx.message, "From", cap):
+        out += [domains.normalise(d) for d in parsed.domains]
     return sorted(set(out))
 
 

@@ -109,6 +109,10 @@ class BlockEntry(Section):
 
 class AddressCheckSection(Section):
     enabled: bool = True
+    # From, Sender and Reply-To longer than this are refused unparsed
+    # (oversized-address-header): no honest From needs more, and the parse
+    # of every check hangs on it.
+    max_header_bytes: int = Field(default=4096, ge=256, le=65536)
 
 
 class ChecksSection(Section):
