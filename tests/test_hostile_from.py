@@ -118,10 +118,10 @@ CASES: dict[str, Case] = {
     "encoded-word-as-local-part": Case(b"=?utf-8?q?service?=@paypal.com", [SPOOF], Action.REJECT),
     # Homographs: the Cyrillic "a" in UTF-8 and the same domain in punycode.
     "idn-homograph-utf8": Case(
-        "PayPal <service@p\u0430ypal.com>".encode(), [BRAND], Action.REJECT, [SPOOF]
+        "PayPal <service@p\u0430ypal.com>".encode(), [BRAND], Action.QUARANTINE, [SPOOF]
     ),
     "idn-homograph-punycode": Case(
-        b"PayPal <service@xn--pypal-4ve.com>", [BRAND], Action.REJECT, [SPOOF]
+        b"PayPal <service@xn--pypal-4ve.com>", [BRAND], Action.QUARANTINE, [SPOOF]
     ),
     # Honest headers stay clean.
     "plain-own-domain": Case(b"Shop Orders <orders@shop.example>", [], Action.ACCEPT),
