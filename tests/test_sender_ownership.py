@@ -5,6 +5,7 @@ text (tests/fakedns.py)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,9 @@ from tests.fakedns import ZoneResolver
 from tests.fakes import FakeStore
 
 ELSEWHERE = "v=spf1 ip4:198.51.100.0/24 -all"
+KEYS = Path(__file__).parent / "keys"
+# A throwaway 1024-bit key made for these tests only (tests/keys/README).
+TEST_DKIM_PUB = (KEYS / "dkim-test.pub.b64").read_text().strip()
 
 
 def zone(domain: str, dmarc: list[str], spf: str = ELSEWHERE) -> str:
@@ -48,6 +52,11 @@ ZONES = "\n".join(
         zone("testing.example", ["v=DMARC1; p=reject; t=y"]),
         zone("badp.example", ["v=DMARC1; p=bogus; rua=mailto:d@badp.example"]),
         zone("strict.example", ["v=DMARC1; p=reject"]),
+        "mail.strict.example. 300 IN A 192.0.2.80",
+        zone("held.example", ["v=DMARC1; p=quarantine"]),
+        f'sel._domainkey.strict.example. 300 IN TXT "v=DKIM1; k=rsa; p={TEST_DKIM_PUB}"',
+        f'sel._domainkey.mail.strict.example. 300 IN TXT "v=DKIM1; k=rsa; p={TEST_DKIM_PUB}"',
+        f'sel._domainkey.evil.example. 300 IN TXT "v=DKIM1; k=rsa; p={TEST_DKIM_PUB}"',
     ]
 )
 

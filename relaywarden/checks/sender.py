@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from relaywarden import domains, metrics
+from relaywarden import dkimverify, domains, metrics
 from relaywarden.addrparse import parsed_fields
 from relaywarden.checks import Check, Context, Stage
 from relaywarden.dns import DnsSession
@@ -29,7 +29,6 @@ OTHER_CUSTOMER_REPLY = (
     "{domain} belongs to another customer of this relay; send as a domain of your own"
 )
 DMARC_ACTIONS = {"reject": Action.REJECT, "quarantine": Action.QUARANTINE}
-DKIM_NOTE = "dkim"  # Message.notes: ((signing domain, valid), ...) from the adapter
 MESSAGE_NAME = "sender.message"
 log = logging.getLogger("relaywarden.checks.sender")
 
@@ -285,20 +284,22 @@ def dmarc_spoof(ctx: Context, authorised: _Authorisation, from_doms: list[str]) 
             if found is None or found.policy not in DMARC_ACTIONS:
                 continue
             passes, spf = authorised(domain)
+            if passes or dkim_aligned(ctx, authorised.session, domain):
+                continue
         except DnsError as exc:
             _dns_failed(ctx, domain, exc)
-            continue
-        if passes or dkim_aligned(ctx, domain):
             continue
         return [_spoof(ctx, domain, found, spf)]
     return []
 
 
-def dkim_aligned(ctx: Context, domain: str) -> bool:
-    """A valid DKIM signature aligned with `domain` (relaxed: same organisational
-    domain), verified at end of message; see relaywarden/dkimcheck.py."""
-    results = ctx.message.notes.get(DKIM_NOTE) or ()
+def dkim_aligned(ctx: Context, session: DnsSession, domain: str) -> bool:
+    """A valid DKIM signature aligned with `domain` (relaxed alignment: the same
+    organisational domain, RFC 7489 §3.1.1); see relaywarden/dkimverify.py."""
+    if not dkimverify.has_signature(ctx.message):
+        return False
     org = domains.org_domain(domain)
+    results = dkimverify.signatures(ctx.message, session)
     return any(ok and domains.org_domain(d) == org for d, ok in results)
 
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import Milter
 
-from relaywarden import engine, metrics, trace
+from relaywarden import dkimverify, engine, metrics, trace
 from relaywarden.checks import Stage
 from relaywarden.decisionlog import decision_fields, log_decision
 from relaywarden.dns import DnsSession
@@ -119,6 +119,11 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         self.started = time.monotonic()
         # Customer-supplied headers with our trace header's name, removed at the stamp.
         self.trace_headers_seen = 0
+        # The body, kept (bounded) only when a DKIM signature may need it.
+        spool = getattr(self, "dkim_body", None)
+        if spool is not None:
+            spool.close()
+        self.dkim_body: dkimverify.BodySpool | None = None
 
     # -- connection ------------------------------------------------------
     @Milter.noreply
@@ -188,11 +193,17 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
 
     @Milter.noreply
     def eoh(self) -> int:
+        if dkimverify.has_signature(self.message):
+            limit = self.runtime.policy.checks.sender.dkim_max_body
+            self.dkim_body = dkimverify.BodySpool(limit)
+            self.message.notes[dkimverify.BODY_NOTE] = self.dkim_body
         return int(Milter.CONTINUE)
 
     @Milter.noreply
     def body(self, chunk: bytes) -> int:
         self.digest.update(chunk)
+        if self.dkim_body is not None:
+            self.dkim_body.write(chunk)
         return int(Milter.CONTINUE)
 
     @Milter.symlist("i")

@@ -165,6 +165,9 @@ class SenderCheckSection(Section):
     dmarc_soft_action: Literal["quarantine", "none"] = "quarantine"
     # Another customer's domain (or subdomain) in From or the envelope: forced.
     other_customer_domain: Literal["reject", "quarantine"] = "reject"
+    # Bodies of DKIM-signed messages are kept (memory, then a temp file) up to
+    # this many bytes to verify the signature; longer ones get no DKIM pass.
+    dkim_max_body: int = Field(default=10 * 1024 * 1024, ge=0, le=200 * 1024 * 1024)
 
     def foreign_weight(self, plan: str) -> float:
         return self.foreign_domain_by_plan.get(plan, self.weights.foreign_domain)
