@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from relaywarden import metrics
 from relaywarden.checks import Check, Context, Stage, addresses, blocks, headers, limits, sender
+from relaywarden.content import checks as content
 from relaywarden.errors import DependencyError
 from relaywarden.identity import Sender
 from relaywarden.message import Message
@@ -35,6 +36,7 @@ CHECKS: tuple[Check, ...] = (
     sender.ENVELOPE,
     headers.CHECK,
     sender.MESSAGE,
+    content.CHECK,
 )
 
 # Fault injection for the end-to-end test of "an exception inside the engine":

@@ -14,6 +14,7 @@ from email.policy import compat32
 from functools import cached_property
 from typing import Any
 
+from relaywarden.content.view import ContentView
 from relaywarden.encwords import Decoded, decode_words
 
 # Bounds that keep one hostile message from eating the milter's memory. A header
@@ -99,6 +100,8 @@ class Message:
     headers_truncated: bool = False
     body_size: int = 0
     body_digest: str = ""
+    # What the content checks may read of the body (bounded; None: not built).
+    content: ContentView | None = None
     # Working state of checks for this transaction only (e.g. the rate allowance
     # fetched at MAIL FROM that RCPT decisions use); never anything the client wrote.
     notes: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -184,4 +187,8 @@ def message_from_bytes(
     digest = BodyDigest()
     digest.update(body)
     msg.body_size, msg.body_digest = digest.size, digest.hexdigest()
+    from relaywarden.content.stream import view_of
+    from relaywarden.policy.content import ContentCaps
+
+    msg.content = view_of(msg.headers, body, ContentCaps())
     return msg

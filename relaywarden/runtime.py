@@ -13,7 +13,7 @@ from pathlib import Path
 
 from relaywarden.dns import Resolver
 from relaywarden.identity import Inventory
-from relaywarden.limits.inventory import build_inventory
+from relaywarden.inventory import build_inventory
 from relaywarden.policy import Policy, PolicyError, load_policy
 from relaywarden.store import RedisStore, connect
 

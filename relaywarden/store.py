@@ -56,6 +56,10 @@ class Outcome:
 # end of a message costs one Redis round trip however many features record it.
 FinishHook = Callable[["RedisStore", "redis.client.Pipeline", Outcome], None]
 
+# Message.notes key: the replies of the end-of-message pipeline, for hooks whose
+# command's answer may still move the verdict (content/campaigns.py).
+FINISH_RESULTS = "finish.results"
+
 
 @contextmanager
 def redis_errors(what: str) -> Iterator[None]:
@@ -148,7 +152,11 @@ class RedisStore:
                 self._add_event(pipe, event)
             for hook in self.finish_hooks:
                 hook(self, pipe, outcome)
-            pipe.execute()
+            results = pipe.execute(raise_on_error=False)
+            outcome.message.notes[FINISH_RESULTS] = results
+            for result in results:
+                if isinstance(result, redis.RedisError):
+                    raise result
 
     def record_events(self, events: Sequence[dict[str, Any]]) -> None:
         """Decision events of a transaction that ended without a final decision."""

@@ -19,8 +19,8 @@ from relaywarden import audit
 from relaywarden.checks import limits as limits_check
 from relaywarden.devstack.sink import Sink
 from relaywarden.identity import Inventory
+from relaywarden.inventory import IndexedInventory, load_file
 from relaywarden.limits import escalation
-from relaywarden.limits.inventory import IndexedInventory, load_file
 from relaywarden.limits.status import subject_status
 from relaywarden.policy import PolicyError, policy_from_dict
 from relaywarden.policy.inventory import CustomerEntry

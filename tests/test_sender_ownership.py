@@ -14,7 +14,7 @@ from relaywarden.checks import Stage
 from relaywarden.devstack.dns import DEFAULT_ZONES
 from relaywarden.engine import decide
 from relaywarden.identity import Inventory, identify
-from relaywarden.limits.inventory import LiveInventory, base_customers, overrides_key
+from relaywarden.inventory import LiveInventory, base_customers, overrides_key
 from relaywarden.message import message_from_bytes
 from relaywarden.policy import Policy, policy_from_dict
 from relaywarden.store import RedisStore

@@ -13,7 +13,17 @@ app = typer.Typer(
 )
 
 # Imported for their side effect of registering commands on `app`.
-from relaywarden.cli import audit, config, demo, limits, quarantine, run, trace, web  # noqa: E402,F401
+from relaywarden.cli import (  # noqa: E402,F401
+    audit,
+    campaigns,
+    config,
+    demo,
+    limits,
+    quarantine,
+    run,
+    trace,
+    web,
+)
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ def _fail(text: str) -> typer.Exit:
 def _open(config: Path | None, redis_url: str | None) -> tuple[Any, Any, Any]:
     """The policy, a store on its Redis, and the inventory (policy, file and overrides)."""
     from relaywarden.errors import StoreError
-    from relaywarden.limits.inventory import (
+    from relaywarden.inventory import (
         IndexedInventory,
         base_customers,
         merged,
@@ -171,7 +171,7 @@ def inventory_set(
     """Add or replace customer ID in the runtime overrides."""
     from pydantic import ValidationError
 
-    from relaywarden.limits.inventory import overrides_key
+    from relaywarden.inventory import overrides_key
     from relaywarden.policy.inventory import CustomerEntry
     from relaywarden.policy.limits import plan_named
 
@@ -207,7 +207,7 @@ def inventory_remove(
     redis_url: RedisOpt = None,
 ) -> None:
     """Drop customer ID's runtime override (its policy or file entry, if any, applies again)."""
-    from relaywarden.limits.inventory import overrides_key
+    from relaywarden.inventory import overrides_key
 
     _, store, _ = _open(config, redis_url)
     removed = _guard(lambda: store.client.hdel(overrides_key(store), customer_id))
@@ -224,7 +224,7 @@ def inventory_show(
     redis_url: RedisOpt = None,
 ) -> None:
     """Print the inventory in force (policy, file and overrides) as JSON: one customer or all."""
-    from relaywarden.limits.inventory import read_overrides
+    from relaywarden.inventory import read_overrides
 
     _, store, inventory = _open(config, redis_url)
     overridden = set(_guard(lambda: read_overrides(store)))

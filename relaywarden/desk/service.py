@@ -182,7 +182,7 @@ class Desk:
         """Add each subject's rate-limit windows, effective limits and why."""
         if self.policy is None:
             return status
-        from relaywarden.limits.inventory import (
+        from relaywarden.inventory import (
             IndexedInventory,
             base_customers,
             merged,

@@ -24,7 +24,7 @@ def _read(name: str) -> str:
     return resources.files("relaywarden.lua").joinpath(f"{name}.lua").read_text("utf-8")
 
 
-_SOURCES = {name: _read("prelude") + _read(name) for name in ("check", "commit")}
+_SOURCES = {name: _read("prelude") + _read(name) for name in ("check", "commit", "campaign")}
 SHA = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in _SOURCES.items()}
 
 PipelineBuilder = Callable[["redis.client.Pipeline"], None]

@@ -8,8 +8,8 @@ from typing import Any
 
 from relaywarden.events import matches
 from relaywarden.identity import EMPTY, Inventory, Sender
+from relaywarden.inventory import vps_network
 from relaywarden.limits.fetch import read_groups
-from relaywarden.limits.inventory import vps_network
 from relaywarden.limits.model import (
     HITS,
     Scope,

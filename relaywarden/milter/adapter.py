@@ -19,6 +19,8 @@ import Milter
 
 from relaywarden import dkimverify, engine, metrics, trace
 from relaywarden.checks import Stage
+from relaywarden.content import campaigns
+from relaywarden.content.stream import ContentStream
 from relaywarden.decisionlog import decision_fields, log_decision
 from relaywarden.dns import DnsSession
 from relaywarden.identity import Sender, identify
@@ -26,7 +28,7 @@ from relaywarden.message import BodyDigest, IPAddress, Message, normalise_ip
 from relaywarden.milter.apply import apply_verdict, internal_error, set_reply
 from relaywarden.refs import new_ref
 from relaywarden.runtime import Runtime
-from relaywarden.store import Outcome
+from relaywarden.store import Outcome, RedisStore
 from relaywarden.verdict import Action, Finding, TempFailReply, Verdict
 
 log = logging.getLogger("relaywarden.milter")
@@ -112,6 +114,7 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         self.sender: Sender = identify(self.message)
         self.dns: DnsSession | None = None  # one DNS budget per message, set at MAIL FROM
         self.digest = BodyDigest()
+        self.content: ContentStream | None = None  # the bounded view, built from end of headers
         # Findings from MAIL/RCPT that only take effect at end of message (quarantine).
         self.carried: list[Finding] = []
         # Per-recipient decisions, recorded with the transaction's last one (one round trip).
@@ -197,6 +200,8 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
             limit = self.runtime.policy.checks.sender.dkim_max_body
             self.dkim_body = dkimverify.BodySpool(limit)
             self.message.notes[dkimverify.BODY_NOTE] = self.dkim_body
+        if self.runtime.policy.content.enabled:
+            self.content = ContentStream(self.message.headers, self.runtime.policy.content.caps)
         return int(Milter.CONTINUE)
 
     @Milter.noreply
@@ -204,6 +209,8 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         self.digest.update(chunk)
         if self.dkim_body is not None:
             self.dkim_body.write(chunk)
+        if self.content is not None:
+            self.content.feed(chunk)
         return int(Milter.CONTINUE)
 
     @Milter.symlist("i")
@@ -212,6 +219,8 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         msg = self.message
         msg.queue_id = self.getsymval("i") or msg.queue_id
         msg.body_size, msg.body_digest = self.digest.size, self.digest.hexdigest()
+        if self.content is not None:
+            msg.content, self.content = self.content.finish(), None
         stamp = trace.stamp(self.runtime.policy.trace, msg.queue_id, time.time())
         if stamp is not None:
             msg.notes[trace.NOTE] = stamp
@@ -256,7 +265,23 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         metrics.DECISION_SECONDS.labels(stage=stage.name.lower()).observe(latency / 1000)
         if stage == Stage.EOM or verdict.action not in (Action.ACCEPT, Action.QUARANTINE):
             self._log(verdict, stage, latency)
+        if stage == Stage.EOM:
+            verdict = self._settle(verdict, latency)
         return apply_verdict(self, verdict, stage)
+
+    def _settle(self, verdict: Verdict, latency_ms: float) -> Verdict:
+        """The end-of-message round trip read the message's campaign: it may move the verdict."""
+        store = self.runtime.store
+        if not isinstance(store, RedisStore):
+            return verdict
+        late = campaigns.late_findings(store, self.message.notes, self.runtime.policy)
+        if not late:
+            return verdict
+        moved = engine.combine([*verdict.findings, *late], self.runtime.policy, self.ref)
+        if moved.action == verdict.action:
+            return verdict
+        self._log(moved, Stage.EOM, latency_ms)  # the moved verdict's event, index entry
+        return moved
 
     def _log(self, verdict: Verdict, stage: Stage, latency_ms: float) -> None:
         policy = self.runtime.policy

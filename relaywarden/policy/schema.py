@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from relaywarden.policy.content import CampaignsSection, ContentSection
 from relaywarden.policy.desk import QuarantineSection, WebSection
 from relaywarden.policy.forgery import (
     BrandsSection,
@@ -155,6 +156,8 @@ class Policy(Section):
     quarantine: QuarantineSection = QuarantineSection()
     web: WebSection = WebSection()
     trace: TraceSection = TraceSection()
+    content: ContentSection = ContentSection()
+    campaigns: CampaignsSection = CampaignsSection()
 
     @model_validator(mode="after")
     def _unique_customers(self) -> Policy:

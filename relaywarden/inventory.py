@@ -1,5 +1,6 @@
 """The customer inventory at scale: the policy's [[customers]], a large file the
 policy points to, and runtime overrides in Redis (`relaywarden inventory set`).
+It lives beside identity.py, which is what reads it (limits only read its result).
 
 A milter keeps an in-process copy and re-reads the Redis overrides every
 `[limits.inventory] refresh` (10 s by default) on a background thread, so the

@@ -1,0 +1,76 @@
+"""Policy sections for message content: the bounded view kept while the body
+streams (`[content]`), campaign fingerprints across all senders (`[campaigns]`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from relaywarden.policy.types import Duration, Section
+
+
+class ContentCaps(Section):
+    """Hard caps on what the content view keeps and how much work one body costs."""
+
+    # Decoded text kept of the first text/plain and of the first text/html part each.
+    max_text_bytes: int = Field(default=256 * 1024, ge=1024, le=4 * 1024 * 1024)
+    # Body bytes examined; the rest is only counted (a finding says the scan stopped).
+    max_scan_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
+    # MIME parts whose headers are parsed; later parts are only counted.
+    max_parts: int = Field(default=500, ge=1, le=100_000)
+    max_depth: int = Field(default=10, ge=1, le=100)
+    max_urls: int = Field(default=200, ge=0, le=10_000)
+    max_attachments: int = Field(default=50, ge=0, le=10_000)
+
+
+class ContentWeights(Section):
+    """Scores of what the view found wrong with the MIME structure."""
+
+    too_many_parts: float = 2.0
+    nesting_too_deep: float = 2.0
+    scan_truncated: float = 0.0
+    scan_failed: float = 1.0
+    bad_transfer_encoding: float = 1.0
+    unknown_charset: float = 0.5
+    charset_mismatch: float = 0.5
+    unterminated_multipart: float = 0.0
+    missing_boundary: float = 1.0
+    part_header_too_long: float = 1.0
+    # A protected brand named in the text or display name, linking elsewhere.
+    phishing_shape: float = 6.0
+
+
+class ContentSection(Section):
+    enabled: bool = True
+    caps: ContentCaps = ContentCaps()
+    weights: ContentWeights = ContentWeights()
+
+
+class CampaignsSection(Section):
+    """One fingerprint from many senders within a window is a campaign.
+
+    A fingerprint seen from >= `vpses` distinct VPSes or >= `customers` distinct
+    customers, or (from more than one customer) to >= `recipients` recipients,
+    within `window` of its first sighting, is a finding. One customer's
+    newsletter from its own VPS is governed by that customer's plan: the
+    recipients rule needs a second customer.
+    """
+
+    enabled: bool = True
+    window: Duration = 3600.0
+    vpses: int = Field(default=4, ge=2)
+    customers: int = Field(default=3, ge=2)
+    recipients: int = Field(default=200, ge=1)
+    action: Literal["quarantine", "tempfail", "reject"] = "quarantine"
+    # Texts shorter than this (in words, after normalisation) are too generic to track.
+    min_words: int = Field(default=8, ge=1)
+    # MinHash bands x rows: a near-duplicate matches when any band matches whole.
+    bands: int = Field(default=8, ge=1, le=32)
+    rows: int = Field(default=4, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _window(self) -> CampaignsSection:
+        if self.window < 60:
+            raise ValueError("window must be at least 1m")
+        return self
