@@ -243,7 +243,7 @@ class Desk:
     ) -> BlockRecord:
         return blocking.block(
             self.store,
-            subject,
+            self.canonical(subject),
             actor=actor,
             reason=reason,
             duration=duration,
@@ -252,7 +252,14 @@ class Desk:
         )
 
     def unblock(self, subject: Subject, *, actor: str, reason: str = "", via: Via = "cli") -> bool:
-        return blocking.unblock(self.store, subject, actor=actor, reason=reason, via=via)
+        target = self.canonical(subject)
+        return blocking.unblock(self.store, target, actor=actor, reason=reason, via=via)
+
+    def canonical(self, subject: Subject) -> Subject:
+        """As the milter keys it (a `vps:` IPv6 address is its /prefix), whichever
+        page or API call wrote it; a form that cannot be is a SubjectError."""
+        prefix = self.policy.identity.ipv6_prefix if self.policy is not None else 64
+        return parse_subject(str(subject), prefix)
 
     def _act(
         self, action: QueueAction, entry: Entry, *, actor: str, reason: str, via: Via

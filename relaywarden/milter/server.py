@@ -20,7 +20,7 @@ from pathlib import Path
 import Milter
 import milter as libmilter  # pymilter's C module, for smfi_stop
 
-from relaywarden import metrics
+from relaywarden import metrics, wideblocks
 from relaywarden.desk import agent
 from relaywarden.milter.adapter import TRANSACTIONS, RelayWardenMilter
 from relaywarden.runtime import Runtime
@@ -61,6 +61,10 @@ def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) 
     # customer's header of the same name removed first.
     Milter.set_flags(Milter.QUARANTINE | Milter.SETSYMLIST | Milter.ADDHDRS | Milter.CHGHDRS)
     trace_record.attach(policy.trace.retention)
+    # Runtime network:/domain: blocks, re-read every [limits.inventory] refresh.
+    wideblocks.Refresher(
+        lambda: runtime.store, lambda: runtime.policy.limits.inventory.refresh
+    ).start()
     if policy.trace.signing_key is None:
         log.warning("no [[trace.keys]] in the policy: messages are not stamped with a trace token")
     agent.attach(runtime)  # quarantine index hook; queued desk actions if enabled

@@ -24,6 +24,7 @@ from relaywarden.policy.inventory import CustomerEntry
 from relaywarden.policy.limits import LimitsSection, Plan, check_plans
 from relaywarden.policy.trace import TraceSection
 from relaywarden.policy.types import Duration, Section, SubjectField
+from relaywarden.subjects import Subject, canonical_vps
 from relaywarden.verdict import Action
 
 _SOCKET = re.compile(r"^(inet:\d{1,5}(@\S+)?|inet6:\d{1,5}(@\S+)?|unix:/\S+|local:/\S+)$")
@@ -158,6 +159,16 @@ class Policy(Section):
     trace: TraceSection = TraceSection()
     content: ContentSection = ContentSection()
     campaigns: CampaignsSection = CampaignsSection()
+
+    @model_validator(mode="after")
+    def _canonical_blocks(self) -> Policy:
+        """`vps:` blocks keyed as the milter keys a VPS, with this policy's IPv6 prefix."""
+        prefix = self.identity.ipv6_prefix
+        for n, entry in enumerate(self.blocks):
+            if entry.subject.kind == "vps":
+                value = canonical_vps(entry.subject.value, prefix)
+                self.blocks[n] = entry.model_copy(update={"subject": Subject("vps", value)})
+        return self
 
     @model_validator(mode="after")
     def _unique_customers(self) -> Policy:
