@@ -177,6 +177,11 @@ def _reply_domain(domain: str) -> str:
 def other_customer(ctx: Context, from_doms: list[str]) -> list[Finding]:
     """A domain another customer of the provider owns: the relay would vouch for
     the spoof (its SPF is in that domain's record). Forced, whatever the score."""
+    if ctx.sender.customer is None:
+        # A client in no inventory entry is nobody's customer we could tell
+        # apart from the owner (its own VPS not listed yet): not forced here;
+        # DMARC and relay-spf-unowned still judge what it sends.
+        return []
     owners = ctx.sender.domain_owners
     taken = {}
     for domain in dict.fromkeys([ctx.message.sender_domain, *from_doms]):
