@@ -6,7 +6,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHES = ["bench.dataflow", "bench.headers", "bench.fromparse", "bench.desk", "bench.limits"]
+BENCHES = [
+    "bench.dataflow",
+    "bench.headers",
+    "bench.fromparse",
+    "bench.desk",
+    "bench.desk_preview",
+    "bench.limits",
+]
 
 failed = []
 for name in BENCHES:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from relaywarden import audit
+from relaywarden.policy.durations import check_duration
 from relaywarden.store import BlockRecord, RedisStore
 from relaywarden.subjects import Subject
 
@@ -28,6 +29,8 @@ def block(
         raise ValueError(f"action must be one of {', '.join(BLOCK_ACTIONS)}")
     if duration is not None and duration <= 0:
         raise ValueError("a block lasts a positive time")
+    if duration is not None:
+        check_duration(duration)  # every caller, not only those that parsed text
     since = time.time() if now is None else now
     record = BlockRecord(
         subject=str(subject),

@@ -16,7 +16,9 @@ from relaywarden.checks import Check, Context, Stage, addresses, blocks, headers
 from relaywarden.content import checks as content
 from relaywarden.errors import DependencyError
 from relaywarden.identity import Sender
+from relaywarden.logins import spread as logins
 from relaywarden.message import Message
+from relaywarden.outcomes import check as outcomes
 from relaywarden.policy import Policy
 from relaywarden.refs import new_ref
 from relaywarden.store import Store
@@ -29,6 +31,9 @@ log = logging.getLogger("relaywarden.engine")
 CHECKS: tuple[Check, ...] = (
     limits.MAIL,
     blocks.CHECK,
+    # What earlier mail did and where the login was used: read in limits.MAIL's round trip.
+    outcomes.MAIL,
+    logins.MAIL,
     limits.RCPT,
     limits.EOM,
     addresses.ENVELOPE,

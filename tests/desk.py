@@ -18,8 +18,11 @@ PASSWORDS = {"olga": "operator-pass-1", "victor": "viewer-pass-1"}
 _HASHES = {name: hash_password(pw) for name, pw in PASSWORDS.items()}
 
 
-def desk_policy(stack: Stack, path: Path, *, relay_name: str = "", extra: str = "") -> Path:
-    """The e2e policy plus where this stack's Postfix lives and two web users."""
+def desk_policy(
+    stack: Stack, path: Path, *, relay_name: str = "", extra: str = "", web: str = ""
+) -> Path:
+    """The e2e policy plus where this stack's Postfix lives and two web users;
+    `web` adds lines to its [web] table (which allows the test client's Host)."""
     assert stack.postfix is not None
     relay = f'relay_name = "{relay_name}"\n' if relay_name else ""
     users = "".join(
@@ -29,6 +32,7 @@ def desk_policy(stack: Stack, path: Path, *, relay_name: str = "", extra: str = 
     path.write_text(
         E2E_POLICY.read_text()
         + f'\n[quarantine]\npostfix_config_dir = "{stack.postfix.config_dir}"\n{relay}'
+        + f'\n[web]\nallowed_hosts = ["testserver"]\n{web}\n'
         + users
         + extra
     )

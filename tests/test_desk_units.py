@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relaywarden.desk.index import Entry, entry_from_outcome, sanitise
+from relaywarden.desk.index import Entry, entry_from_outcome
 from relaywarden.desk.postfix import PostfixTools, QueueIdError, check_queue_id
 from relaywarden.desk.preview import build_preview
 from relaywarden.desk.status import per_hour
@@ -17,6 +17,7 @@ from relaywarden.identity import identify
 from relaywarden.message import message_from_bytes
 from relaywarden.policy import PolicyError, policy_from_dict
 from relaywarden.policy.desk import QuarantineSection
+from relaywarden.safetext import sanitise
 from relaywarden.store import Outcome
 from relaywarden.verdict import Action, Finding, Verdict
 from relaywarden.web.chart import HEIGHT, bars
@@ -81,14 +82,15 @@ def test_preview_decodes_and_never_keeps_markup() -> None:
     )
     preview = build_preview(raw, 1000)
     assert ("Subject", "Überweisung") in preview.headers
-    assert preview.html_only and "<" not in preview.text and "Hallo  Welt" in preview.text
+    assert preview.html_only and "<" not in preview.text and "Hallo Welt" in preview.text
 
 
 def test_preview_prefers_plain_text_caps_and_survives_bad_charsets() -> None:
     raw = b"Content-Type: text/plain; charset=no-such-charset\r\n\r\n" + b"\x1b[2Jhi \xff" * 100
     preview = build_preview(raw, 50)
     assert preview.truncated and len(preview.text) == 50
-    assert "\x1b" not in preview.text and preview.text.startswith("[2Jhi")
+    # The escape is not sent to a terminal, but shown: the reviewer sees it is there.
+    assert "\x1b" not in preview.text and preview.text.startswith("[U+001B][2Jhi")
 
 
 def test_index_entry_caps_recipients_and_text() -> None:

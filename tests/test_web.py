@@ -130,11 +130,7 @@ def test_wrong_password_and_login_without_csrf_are_refused(app) -> None:  # type
 
 
 def test_login_attempts_are_rate_limited(stack: Stack, tmp_path: Path) -> None:
-    policy = desk_policy(stack, tmp_path / "throttle.toml", extra="")
-    text = policy.read_text().replace(
-        "[[web.users]]", "[web]\nlogin_attempts = 3\n\n[[web.users]]", 1
-    )
-    policy.write_text(text)
+    policy = desk_policy(stack, tmp_path / "throttle.toml", web="login_attempts = 3")
     # Its own key prefix: the failures here must not lock out the other tests.
     app = make_app(stack, policy, prefix="rwthrottle")
     with TestClient(app) as client:

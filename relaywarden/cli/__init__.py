@@ -16,12 +16,14 @@ app = typer.Typer(
 from relaywarden.cli import (  # noqa: E402,F401
     audit,
     campaigns,
+    complaints,
     config,
     demo,
     limits,
     quarantine,
     run,
     trace,
+    watch,
     web,
 )
 

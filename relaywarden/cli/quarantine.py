@@ -76,6 +76,11 @@ def show_cmd(
                 "headers": view.preview.headers if view.preview else [],
                 "preview": view.preview.text if view.preview else None,
                 "preview_truncated": view.preview.truncated if view.preview else False,
+                "parts": [asdict(p) for p in view.preview.parts] if view.preview else [],
+                "attachments": (
+                    [asdict(a) for a in view.preview.attachments] if view.preview else []
+                ),
+                "preview_notes": view.preview.notes if view.preview else [],
                 "preview_note": view.preview_note,
                 "status": asdict(view.status),
             }
@@ -116,8 +121,25 @@ def show_cmd(
     typer.echo("\nheaders")
     for name, value in view.preview.headers:
         typer.echo(f"  {name}: {value}")
-    typer.echo("\npreview" + (" (HTML only, tags removed)" if view.preview.html_only else ""))
-    typer.echo(view.preview.text + ("\n[… truncated]" if view.preview.truncated else ""))
+    for note in view.preview.notes:
+        typer.echo(f"({note})")
+    typer.echo("\nattachments" + ("" if view.preview.attachments else ": none"))
+    for a in view.preview.attachments:
+        warn = f"  !! {'; '.join(a.warnings)}" if a.warnings else ""
+        typer.echo(
+            f"  {a.filename}  declared {a.declared}  detected {a.detected}  {a.size} B{warn}"
+        )
+    for part in view.preview.parts:
+        typer.echo(
+            f"\n--- {part.content_type} part"
+            + (" (converted to text)" if part.content_type == "text/html" else "")
+            + " ---"
+        )
+        typer.echo(part.text)
+        for shown, target in part.links:
+            typer.echo(f"  link {shown!r} -> {target}")
+    if view.preview.truncated:
+        typer.echo("[… truncated]")
 
 
 def _act(

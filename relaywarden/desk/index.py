@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-import unicodedata
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -22,26 +21,12 @@ import redis
 from relaywarden.keys import digest
 from relaywarden.policy.desk import QuarantineSection
 from relaywarden.policy.schema import Policy
+from relaywarden.safetext import sanitise
 from relaywarden.store import Outcome, RedisStore, redis_errors
 from relaywarden.verdict import Action
 
 MAX_EVIDENCE_TEXT = 500
 MAX_LISTED = 5000  # newest entries a listing reads; the abuse team filters below that
-
-
-def sanitise(text: str | None, cap: int) -> str:
-    """One line of display text: control and format characters (incl. bidi
-    overrides) dropped, whitespace collapsed, length capped."""
-    if not text:
-        return ""
-    if not (text.isascii() and text.isprintable()):  # the common case skips the slow walk
-        text = "".join(
-            " " if ch in "\t\r\n" else ch
-            for ch in text
-            if ch in "\t\r\n" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co")
-        )
-    line = " ".join(text.split())
-    return line if len(line) <= cap else line[: cap - 1] + "…"
 
 
 def _cap_evidence(value: Any) -> Any:

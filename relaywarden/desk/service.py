@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,19 +19,20 @@ from relaywarden import audit, blocking
 from relaywarden.desk import index
 from relaywarden.desk.index import Entry
 from relaywarden.desk.postfix import PostfixError, PostfixTools, check_queue_id
-from relaywarden.desk.preview import Preview, build_preview
+from relaywarden.desk.preview import Preview, PreviewTimeout, PreviewWorker
 from relaywarden.desk.status import SenderStatus, sender_status
 from relaywarden.errors import StoreError
 from relaywarden.keys import digest
 from relaywarden.policy.desk import QuarantineSection
-from relaywarden.policy.schema import Policy
+from relaywarden.policy.schema import BlockEntry, Policy
 from relaywarden.store import BlockRecord, RedisStore, connect, redis_errors
 from relaywarden.subjects import Subject, SubjectError, parse_subject
 
 log = logging.getLogger("relaywarden.desk")
+_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 QueueAction = Literal["release", "delete"]
-Via = Literal["cli", "web", "agent"]
+Via = Literal["cli", "web", "api", "agent"]
 
 
 class DeskError(Exception):
@@ -86,6 +88,7 @@ class Desk:
         # With the policy, a sender's status includes its rate-limit windows.
         self.policy = policy
         self.policy_path = policy_path
+        self._previews: PreviewWorker | None = None
 
     @classmethod
     def from_policy(
@@ -101,6 +104,17 @@ class Desk:
     @property
     def relay(self) -> str:
         return self.cfg.relay
+
+    @property
+    def previews(self) -> PreviewWorker:
+        """Previews are parsed in a worker process with a time limit (started on first use)."""
+        if self._previews is None or self._previews.timeout != self.cfg.preview_timeout:
+            self._previews = PreviewWorker(self.cfg.preview_timeout)
+        return self._previews
+
+    def close(self) -> None:
+        if self._previews is not None:
+            self._previews.close()
 
     # -- reading --------------------------------------------------------------
     def entries(
@@ -166,10 +180,18 @@ class Desk:
         else:
             try:
                 raw = self.postfix.content(entry.queue_id)
-                preview = build_preview(raw, self.cfg.preview_chars)
+                preview = self.previews.build(
+                    raw, self.cfg.preview_chars, self.cfg.preview_max_bytes
+                )
             except PostfixError as exc:
                 log.warning("postcat %s: %s", entry.queue_id, exc)
                 note = "the message could not be read from the hold queue"
+            except PreviewTimeout as exc:
+                log.warning("preview of %s stopped: %s", entry.queue_id, exc)
+                note = f"no preview: {exc} and was stopped (the message is still held)"
+            except Exception:  # the worker's error: the page still shows the entry
+                log.exception("preview of %s failed", entry.queue_id)
+                note = "the message could not be previewed"
         return MessageView(entry, preview, note, self.sender_status(entry, now))
 
     def sender_status(self, entry: Entry, now: float | None = None) -> SenderStatus:
@@ -214,11 +236,24 @@ class Desk:
             if e.state == "held" and e.in_hold is not False
         ]
 
-    def audit(self, since: float = 0.0, count: int = 1000) -> list[audit.AuditEntry]:
-        return audit.read(self.store, since, count)
+    def audit(
+        self,
+        where: audit.AuditFilter | None = None,
+        *,
+        before: str | None = None,
+        count: int = audit.PAGE,
+    ) -> audit.AuditPage:
+        """One page of the audit trail, filtered over the whole stream."""
+        if before is not None and not _STREAM_ID.fullmatch(before):
+            raise DeskError("the page cursor is not a stream id")
+        return audit.page(self.store, where, before=before, count=count)
 
     def blocks(self) -> list[BlockRecord]:
         return self.store.list_blocks()
+
+    def static_blocks(self) -> list[BlockEntry]:
+        """The policy file's [[blocks]] (enforced as well, but not lifted from here)."""
+        return list(self.policy.blocks) if self.policy else []
 
     # -- acting ---------------------------------------------------------------
     def release(

@@ -1,4 +1,5 @@
-"""An SMTP sink standing in for "the internet": it accepts and records everything."""
+"""An SMTP sink standing in for "the internet": it accepts and records everything,
+except recipients a test told it to refuse (550 5.1.1) or defer (451)."""
 
 from __future__ import annotations
 
@@ -47,12 +48,29 @@ def _parse_headers(raw: bytes) -> email.message.Message:
     return parser.parsebytes(raw, headersonly=True)
 
 
+USER_UNKNOWN = "550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown"
+TRY_LATER = "451 4.2.0 <{rcpt}>: Recipient address temporarily unavailable, try again later"
+
+
 class _Recorder:
     """aiosmtpd handler: stores each message and wakes up waiters."""
 
     def __init__(self) -> None:
         self.messages: list[SinkMessage] = []
         self.cond = threading.Condition()
+        # Lower-cased recipient address or "@domain" -> the reply it gets at RCPT TO.
+        self.replies: dict[str, str] = {}
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        rcpt = address.lower()
+        with self.cond:
+            reply = self.replies.get(rcpt) or self.replies.get("@" + rcpt.rpartition("@")[2])
+        if reply is not None:
+            return reply.format(rcpt=address)
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
@@ -119,6 +137,19 @@ class Sink(StopsOnExit):
         with self._recorder.cond:
             return list(self._recorder.messages)
 
+    def refuse(self, *addresses: str, reply: str = USER_UNKNOWN) -> None:
+        """Answer RCPT TO for these addresses (or "@domain") with `reply`.
+
+        `reply` may name the recipient as `{rcpt}`; the default is Postfix's own
+        wording for a recipient that does not exist. Use TRY_LATER to defer.
+        """
+        with self._recorder.cond:
+            for address in addresses:
+                self._recorder.replies[address.lower()] = reply
+
+    def defer(self, *addresses: str) -> None:
+        self.refuse(*addresses, reply=TRY_LATER)
+
     def clear(self) -> None:
         with self._recorder.cond:
             self._recorder.messages.clear()
@@ -158,4 +189,4 @@ class Sink(StopsOnExit):
         return self
 
 
-__all__ = ["Sink", "SinkMessage"]
+__all__ = ["TRY_LATER", "USER_UNKNOWN", "Sink", "SinkMessage"]

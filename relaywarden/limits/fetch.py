@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -60,6 +61,25 @@ class LimitState:
         return [st for group in self.groups for st in group]
 
 
+class PendingRead(Protocol):
+    """A feature's reads on the MAIL FROM pipeline (outcomes, login spread...)."""
+
+    def queue(self, pipe: redis.client.Pipeline) -> int:
+        """Queue commands; return how many, so their replies can be handed back."""
+        ...
+
+    def take(self, replies: list[Any], now: float) -> None:
+        """Its replies, in order, and the Redis time of the round trip (what it
+        learned goes on the message's notes, for its check)."""
+        ...
+
+
+# Features that read at MAIL FROM register here (at import); their commands ride
+# on the same pipeline as the blocks and the limits: no round trip of their own.
+MailRead = Callable[[Policy, Sender, Message, RedisStore], PendingRead | None]
+MAIL_READS: list[MailRead] = []
+
+
 def _spec_read(reads: list[Read], meta: list[bool]) -> str:
     return json.dumps(
         {
@@ -102,17 +122,25 @@ def read_groups(
     groups: list[list[Scope]],
     block_subjects: list[Subject],
     clock: str = "",
+    extra: list[PendingRead] | None = None,
 ) -> tuple[float, list[list[ScopeState]], list[BlockRecord]]:
-    """One round trip: block records of `block_subjects` and the state of every group."""
+    """One round trip: block records of `block_subjects`, the state of every group,
+    and the commands of `extra` (handed their replies)."""
     reads = [[reads_for(s, policy) for s in group] for group in groups]
+    sizes: list[int] = []
 
     def build(pipe: redis.client.Pipeline) -> None:
+        sizes.clear()
         for subject in block_subjects:
             pipe.hgetall(store.keys.block(subject))
         for group, group_reads in zip(groups, reads, strict=True):
             _queue_check(pipe, group, group_reads, clock)
+        for pending in extra or []:
+            sizes.append(pending.queue(pipe))
 
     results = scripts.run(store.client, build, "rate-limit lookup")
+    ours = len(block_subjects) + len(groups)
+    results, rest = results[:ours], results[ours:]
     rows, replies = results[: len(block_subjects)], results[len(block_subjects) :]
     wall = time.time()
     blocks = [r for r in (RedisStore._record(row) for row in rows if row) if r.active(wall)]
@@ -121,6 +149,9 @@ def read_groups(
         _parse(group, group_reads, reply[1])
         for group, group_reads, reply in zip(groups, reads, replies, strict=True)
     ]
+    for pending, size in zip(extra or [], sizes, strict=True):
+        pending_replies, rest = rest[:size], rest[size:]
+        pending.take(pending_replies, now)
     return now, states, blocks
 
 
@@ -131,7 +162,10 @@ def fetch(
     ceiling = global_scope(policy)
     if ceiling is not None:
         groups.append([ceiling])
-    now, states, blocks = read_groups(store, policy, groups, sender.subjects(message), clock)
+    extra = [p for p in (read(policy, sender, message, store) for read in MAIL_READS) if p]
+    now, states, blocks = read_groups(
+        store, policy, groups, sender.subjects(message), clock, extra
+    )
     vps = states[0][0]
     factor = factor_for(vps.meta, policy, now)
     binds = bindings([st for group in states for st in group], factor)

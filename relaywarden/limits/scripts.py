@@ -24,7 +24,10 @@ def _read(name: str) -> str:
     return resources.files("relaywarden.lua").joinpath(f"{name}.lua").read_text("utf-8")
 
 
-_SOURCES = {name: _read("prelude") + _read(name) for name in ("check", "commit", "campaign")}
+# outcomes.lua and logins.lua: relaywarden/outcomes and relaywarden/logins;
+# campaign.lua: relaywarden/content.
+_SCRIPTS = ("check", "commit", "campaign", "outcomes", "logins")
+_SOURCES = {name: _read("prelude") + _read(name) for name in _SCRIPTS}
 SHA = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in _SOURCES.items()}
 
 PipelineBuilder = Callable[["redis.client.Pipeline"], None]

@@ -23,6 +23,7 @@ import milter as libmilter  # pymilter's C module, for smfi_stop
 from relaywarden import metrics, wideblocks
 from relaywarden.desk import agent
 from relaywarden.milter.adapter import TRANSACTIONS, RelayWardenMilter
+from relaywarden.outcomes import service as outcomes
 from relaywarden.runtime import Runtime
 from relaywarden.trace import record as trace_record
 
@@ -68,6 +69,7 @@ def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) 
     if policy.trace.signing_key is None:
         log.warning("no [[trace.keys]] in the policy: messages are not stamped with a trace token")
     agent.attach(runtime)  # quarantine index hook; queued desk actions if enabled
+    outcomes.attach(runtime)  # queue id -> identity, login blocks; the log watcher if enabled
     if policy.metrics.listen:
         metrics.serve(policy.metrics.listen)
 

@@ -22,6 +22,7 @@ from relaywarden.policy.forgery import (
 )
 from relaywarden.policy.inventory import CustomerEntry
 from relaywarden.policy.limits import LimitsSection, Plan, check_plans
+from relaywarden.policy.outcomes import ComplaintsSection, LoginsSection, OutcomesSection
 from relaywarden.policy.trace import TraceSection
 from relaywarden.policy.types import Duration, Section, SubjectField
 from relaywarden.subjects import Subject, canonical_vps
@@ -156,6 +157,9 @@ class Policy(Section):
     brands: BrandsSection = BrandsSection()
     quarantine: QuarantineSection = QuarantineSection()
     web: WebSection = WebSection()
+    outcomes: OutcomesSection = OutcomesSection()
+    logins: LoginsSection = LoginsSection()
+    complaints: ComplaintsSection = ComplaintsSection()
     trace: TraceSection = TraceSection()
     content: ContentSection = ContentSection()
     campaigns: CampaignsSection = CampaignsSection()

@@ -4,7 +4,9 @@ Every route but /login and /static needs a session; every POST needs the
 session's CSRF token (form field `csrf`, or header X-CSRF-Token for the API);
 actions need the operator role. The strict CSP forbids inline script outright.
 
-`create_app` only assembles: the security headers, the error pages, and the page
+`create_app` only assembles: the guard (guard.py: Host allow-list, session
+before body, body size limit, security headers on every response), the error
+pages, and the page
 groups of `routes/` (one module each; `routes/__init__.py` says how to add one).
 Who is asking, the templates and cookies are shared from `deps.py`.
 """
@@ -17,7 +19,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import HTTPException
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from relaywarden.desk.postfix import PostfixError, QueueIdError
 from relaywarden.desk.service import Desk, DeskError
@@ -26,23 +27,9 @@ from relaywarden.policy.desk import WebSection
 from relaywarden.subjects import SubjectError
 from relaywarden.web.auth import Auth
 from relaywarden.web.deps import HERE, LoginRequired, Pages, Viewer
+from relaywarden.web.guard import CSP as CSP
+from relaywarden.web.guard import DeskGuard
 from relaywarden.web.routes import PAGE_GROUPS
-
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
-
-
-class SecurityHeaders(BaseHTTPMiddleware):
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        response = await call_next(request)
-        response.headers["Content-Security-Policy"] = CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers.setdefault("Cache-Control", "no-store")
-        return response
 
 
 def create_app(desk: Desk, cfg: WebSection) -> FastAPI:
@@ -54,11 +41,9 @@ def create_app(desk: Desk, cfg: WebSection) -> FastAPI:
         openapi_url=None,
     )
     pages = Pages([g.nav for g in PAGE_GROUPS if g.nav])
-    app.state.desk = desk
-    app.state.web = cfg
-    app.state.auth = Auth(desk.store, cfg)
     app.state.pages = pages
-    app.add_middleware(SecurityHeaders)
+    use_policy(app, desk, cfg)
+    app.add_middleware(DeskGuard)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _error_pages(app, pages)
     for group in PAGE_GROUPS:
@@ -69,6 +54,22 @@ def create_app(desk: Desk, cfg: WebSection) -> FastAPI:
         return app.openapi()
 
     return app
+
+
+def use_policy(app: FastAPI, desk: Desk, cfg: WebSection) -> None:
+    """Serve from `desk` and `cfg` from the next request on (start, and each
+    SIGHUP reload: a user removed from the policy is out at once)."""
+    auth: Auth | None = getattr(app.state, "auth", None)
+    if auth is not None and auth.store is desk.store:
+        auth.cfg = cfg  # keep the argon2 bound (its semaphore) across reloads
+    else:
+        auth = Auth(desk.store, cfg)
+    old: Desk | None = getattr(app.state, "desk", None)
+    app.state.desk = desk
+    app.state.web = cfg
+    if old is not None and old is not desk:
+        old.close()  # its preview worker process
+    app.state.auth = auth
 
 
 def _error_pages(app: FastAPI, pages: Pages) -> None:

@@ -18,7 +18,8 @@ from jinja2 import Environment, FileSystemLoader
 
 from relaywarden.desk.service import Desk
 from relaywarden.policy.desk import WebSection
-from relaywarden.web.auth import SESSION_COOKIE, Auth, WebSession, same
+from relaywarden.web.auth import Auth, WebSession, same
+from relaywarden.web.guard import who
 
 HERE = Path(__file__).parent
 SINCE_CHOICES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "": 0}
@@ -74,7 +75,10 @@ WebDep = Annotated[WebSection, Depends(get_web)]
 
 # -- who is asking ----------------------------------------------------------------
 def session(request: Request, auth: AuthDep) -> WebSession:
-    found = auth.session(request.cookies.get(SESSION_COOKIE))
+    # The guard has already looked for requests with a body; others look here.
+    found: WebSession | None = request.scope.get("state", {}).get("rw_session")
+    if found is None:
+        found = who(auth, dict(request.cookies), dict(request.headers))
     if found is None:
         raise LoginRequired()
     return found
@@ -96,7 +100,9 @@ def form_operator(s: Viewer, csrf: Annotated[str, Form()] = "") -> WebSession:
 
 
 def api_operator(s: Viewer, x_csrf_token: Annotated[str | None, Header()] = None) -> WebSession:
-    if not same(x_csrf_token, s.csrf):
+    # A service account's bearer token is not sent by browsers on their own, so
+    # it needs no CSRF token; a cookie session does.
+    if s.via != "api" and not same(x_csrf_token, s.csrf):
         raise HTTPException(403, "missing or wrong CSRF token (X-CSRF-Token)")
     return operator(s)
 

@@ -24,8 +24,10 @@ BlockAction = Literal["reject", "tempfail", "quarantine", "discard"]
 class BlockBody(BaseModel):
     subject: str = Field(max_length=400)
     reason: str = Field(min_length=1, max_length=200)
-    duration: str | None = Field(
-        default=None, max_length=20, description="e.g. 2h; none = until lifted"
+    duration: str = Field(
+        min_length=1,
+        max_length=20,
+        description="2h, 7d (at most 3650d); 'ever' = until lifted",
     )
     action: BlockAction = "reject"
 
@@ -37,14 +39,14 @@ class UnblockBody(BaseModel):
 
 def _block(desk: Desk, s: WebSession, body: BlockBody) -> dict[str, Any]:
     try:
-        duration = parse_duration(body.duration) if body.duration else None
+        duration = None if body.duration.strip() == "ever" else parse_duration(body.duration)
         record = desk.block(
             parse_subject(body.subject),
             actor=s.user,
             reason=body.reason,
             duration=duration,
             action=body.action,
-            via="web",
+            via=s.via,
         )
     except SubjectError:
         raise
@@ -56,7 +58,7 @@ def _block(desk: Desk, s: WebSession, body: BlockBody) -> dict[str, Any]:
 # -- pages ------------------------------------------------------------------------
 @router.get("/blocks", response_class=HTMLResponse, include_in_schema=False)
 def blocks_page(s: Viewer, desk: DeskDep, pages: PagesDep) -> Response:
-    return pages.render("blocks.html", s, blocks=desk.blocks())
+    return pages.render("blocks.html", s, blocks=desk.blocks(), static=desk.static_blocks())
 
 
 @router.post("/blocks", include_in_schema=False)
@@ -65,10 +67,10 @@ def block_page(
     desk: DeskDep,
     subject: Annotated[str, Form(max_length=400)],
     reason: Annotated[str, Form(min_length=1, max_length=200)],
-    duration: Annotated[str, Form(max_length=20)] = "",
+    duration: Annotated[str, Form(min_length=1, max_length=20)],
     action: Annotated[BlockAction, Form()] = "reject",
 ) -> Response:
-    body = BlockBody(subject=subject, reason=reason, duration=duration or None, action=action)
+    body = BlockBody(subject=subject, reason=reason, duration=duration, action=action)
     _block(desk, s, body)
     return RedirectResponse("/blocks", status_code=303)
 
@@ -80,14 +82,24 @@ def lift_page(
     subject: Annotated[str, Form(max_length=400)],
     reason: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
-    desk.unblock(parse_subject(subject), actor=s.user, reason=reason, via="web")
+    desk.unblock(parse_subject(subject), actor=s.user, reason=reason, via=s.via)
     return RedirectResponse("/blocks", status_code=303)
 
 
 # -- JSON API ---------------------------------------------------------------------
 @router.get("/api/blocks")
 def api_blocks(s: Viewer, desk: DeskDep) -> list[dict[str, Any]]:
+    """Blocks set from the desk, the CLI or escalation (the policy's own: /api/blocks/static)."""
     return [asdict(b) for b in desk.blocks()]
+
+
+@router.get("/api/blocks/static")
+def api_static_blocks(s: Viewer, desk: DeskDep) -> list[dict[str, str]]:
+    """The policy file's [[blocks]]: lifted only by editing the policy."""
+    return [
+        {"subject": str(b.subject), "action": b.action, "reason": b.reason}
+        for b in desk.static_blocks()
+    ]
 
 
 @router.post("/api/blocks")
@@ -97,5 +109,5 @@ def api_block(s: ApiOperator, desk: DeskDep, body: BlockBody) -> dict[str, Any]:
 
 @router.post("/api/blocks/lift")
 def api_unblock(s: ApiOperator, desk: DeskDep, body: UnblockBody) -> dict[str, bool]:
-    removed = desk.unblock(parse_subject(body.subject), actor=s.user, reason=body.reason, via="web")
+    removed = desk.unblock(parse_subject(body.subject), actor=s.user, reason=body.reason, via=s.via)
     return {"was_blocked": removed}

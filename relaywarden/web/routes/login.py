@@ -9,10 +9,16 @@ from fastapi import APIRouter, Form, Request
 from fastapi.exceptions import HTTPException
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from relaywarden.web.auth import LOGIN_COOKIE, SESSION_COOKIE, same
+from relaywarden.web.auth import LOGIN_COOKIE, SESSION_COOKIE, LoginResult, client_address, same
 from relaywarden.web.deps import AuthDep, PagesDep, Viewer, WebDep, set_cookie
 
 router = APIRouter(include_in_schema=False)
+
+REFUSED = {
+    LoginResult.WRONG: (401, "Wrong user name or password."),
+    LoginResult.THROTTLED: (429, "Too many login attempts; wait and retry."),
+    LoginResult.BUSY: (503, "The desk is busy checking passwords; retry in a moment."),
+}
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -35,20 +41,12 @@ def login(
 ) -> Response:
     if not same(csrf, request.cookies.get(LOGIN_COOKIE)):
         raise HTTPException(403, "missing or wrong CSRF token")
-    client = request.client.host if request.client else "?"
-    if auth.throttled(username, client):
-        return pages.render(
-            "login.html",
-            None,
-            429,
-            error="Too many failed logins; wait and retry.",
-            login_csrf=csrf,
-        )
-    token = auth.login(username, password, client)
-    if token is None:
-        return pages.render(
-            "login.html", None, 401, error="Wrong user name or password.", login_csrf=csrf
-        )
+    peer = request.client.host if request.client else None
+    client = client_address(peer, request.headers.get("x-forwarded-for"), cfg)
+    result, token = auth.login(username, password, client)
+    if result is not LoginResult.OK or token is None:
+        code, text = REFUSED.get(result, REFUSED[LoginResult.WRONG])
+        return pages.render("login.html", None, code, error=text, login_csrf=csrf)
     response = RedirectResponse("/", status_code=303)
     set_cookie(response, cfg, SESSION_COOKIE, token, int(cfg.session_lifetime))
     response.delete_cookie(LOGIN_COOKIE)

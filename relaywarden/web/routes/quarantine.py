@@ -42,7 +42,7 @@ class BulkBody(BaseModel):
 
 def _do(desk: Desk, action: str, entry: Entry, s: WebSession, reason: str) -> ActionResult:
     act = desk.release if action == "release" else desk.delete
-    return act(entry, actor=s.user, reason=reason, via="web")
+    return act(entry, actor=s.user, reason=reason, via=s.via)
 
 
 # -- pages ------------------------------------------------------------------------
@@ -140,6 +140,9 @@ def api_show(s: Viewer, desk: DeskDep, queue_id: str, relay: str | None = None) 
         "entry": view.entry.as_dict(),
         "headers": view.preview.headers if view.preview else [],
         "preview": view.preview.text if view.preview else None,
+        "parts": [asdict(p) for p in view.preview.parts] if view.preview else [],
+        "attachments": [asdict(a) for a in view.preview.attachments] if view.preview else [],
+        "preview_notes": view.preview.notes if view.preview else [],
         "preview_note": view.preview_note,
         "status": asdict(view.status),
     }

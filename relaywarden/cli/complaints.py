@@ -1,0 +1,89 @@
+"""`relaywarden complaints`: the ARF / abuse@ listener, and the complaints kept."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from relaywarden.cli import app
+from relaywarden.cli.options import ConfigOpt, JsonOpt, RedisOpt
+
+if TYPE_CHECKING:
+    from relaywarden.policy import Policy
+    from relaywarden.store import RedisStore
+
+complaints_app = typer.Typer(help="Complaints: the ARF listener and what it kept.")
+app.add_typer(complaints_app, name="complaints")
+
+
+def _open(config: Path | None, redis_url: str | None) -> tuple[Policy, RedisStore]:
+    from relaywarden.policy import PolicyError, load_policy
+    from relaywarden.runtime import Overrides, _store_for
+
+    try:
+        policy = Overrides(redis_url=redis_url).apply(load_policy(config))
+    except PolicyError as exc:
+        typer.echo("\n".join(exc.errors), err=True)
+        raise typer.Exit(1) from None
+    return policy, _store_for(policy)
+
+
+@complaints_app.command("listen")
+def listen(
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+    address: Annotated[
+        str | None, typer.Option("--listen", help="HOST:PORT; overrides [complaints] listen.")
+    ] = None,
+) -> None:
+    """Accept RFC 5965 feedback reports and forwards by SMTP until SIGTERM/SIGINT."""
+    from relaywarden.complaints.listener import start
+    from relaywarden.decisionlog import setup_logging
+
+    policy, store = _open(config, redis_url)
+    if address:
+        policy = policy.model_copy(
+            update={"complaints": policy.complaints.model_copy(update={"listen": address})}
+        )
+    setup_logging(policy.log.level)
+    controller = start(store, policy)
+    typer.echo(f"complaints listener on {policy.complaints.listen}", err=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    controller.stop()
+
+
+@complaints_app.command("list")
+def list_(
+    json_: JsonOpt = False,
+    subject: Annotated[str | None, typer.Option(help="Only those attributed to SUBJECT.")] = None,
+    count: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+) -> None:
+    """Complaints kept, attributed or not, newest first."""
+    from relaywarden.complaints.service import recent
+    from relaywarden.subjects import SubjectError, parse_subject
+
+    _, store = _open(config, redis_url)
+    try:
+        target = parse_subject(subject) if subject else None
+    except SubjectError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--subject") from None
+    entries = recent(store, count, target)
+    if json_:
+        typer.echo(json.dumps(entries, indent=2, default=str))
+        return
+    for e in entries:
+        who = ", ".join(e.get("subjects", [])) or "unattributed"
+        typer.echo(
+            f"{e.get('feedback', {}).get('Feedback-Type', e['kind']):10} {who:40} "
+            f"{e.get('original', {}).get('Subject', '')[:40]!r} {'; '.join(e.get('problems', []))}"
+        )

@@ -1,0 +1,1 @@
+"""Stolen SASL logins: one login used from too many client networks."""

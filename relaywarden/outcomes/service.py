@@ -1,0 +1,140 @@
+"""Wiring outcomes and logins into a process: the end-of-message hooks, the
+watcher (as a thread of `relaywarden run` or on its own), its warning notices,
+and reading a subject's outcomes for `relaywarden status` and the desk."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from relaywarden.keys import digest
+from relaywarden.logins import block as login_block
+from relaywarden.logins.spread import networks_key
+from relaywarden.outcomes import counters, record
+from relaywarden.outcomes.check import judge, warnings
+from relaywarden.outcomes.counters import NSUB, Tally
+from relaywarden.outcomes.notify import NOTIFIER, deliver
+from relaywarden.outcomes.watcher import Watcher, follow_in_thread
+from relaywarden.policy import Policy
+from relaywarden.runtime import Runtime
+from relaywarden.store import RedisStore, redis_errors
+from relaywarden.subjects import Subject, parse_subject
+from relaywarden.verdict import Finding
+
+
+def attach(runtime: Runtime) -> threading.Event | None:
+    """Called once by `relaywarden run`: hooks, and the watcher thread if configured."""
+    record.install(lambda: runtime.policy)
+    login_block.install(lambda: runtime.policy)
+    cfg = runtime.policy.outcomes
+    if not (cfg.enabled and cfg.watch_in_milter and cfg.log_file):
+        return None
+    watcher = Watcher(runtime.store, runtime.policy, notify=warner(runtime.store, runtime.policy))
+    return follow_in_thread(watcher)
+
+
+def tallies(store: RedisStore, policy: Policy, subjects: list[Subject], now: float) -> list[Tally]:
+    prefix, window = store.keys.prefix, policy.outcomes.window
+    with redis_errors("outcome read"):
+        pipe = store.client.pipeline(transaction=False)
+        for subject in subjects:
+            pipe.hgetall(counters.window_key(prefix, subject))
+        rows = pipe.execute()
+    return [
+        Tally(str(s), counters.counts(row or {}, window, NSUB, now))
+        for s, row in zip(subjects, rows, strict=True)
+    ]
+
+
+def warner(store: RedisStore, policy: Policy) -> Any:
+    """The watcher's callback: notices for subjects over a warning line, once per window."""
+
+    def notify(subjects: list[str]) -> None:
+        found = warnings(
+            tallies(store, policy, [parse_subject(s) for s in subjects], time.time()),
+            policy.outcomes,
+        )
+        cfg = policy.outcomes
+        for notice in found:
+            key = f"{store.keys.prefix}:out:warned:{digest(notice['subject'] + notice['kind'])}"
+            if store.client.set(key, "1", nx=True, ex=int(cfg.window)):
+                title = f"RelayWarden warning: {notice['subject']} {notice['kind']}"
+                NOTIFIER.submit(functools.partial(deliver, cfg.webhook, cfg.email, title, notice))
+
+    return notify
+
+
+@dataclass(frozen=True)
+class SubjectOutcomes:
+    """A subject's outcomes, as `relaywarden status` and the desk show them."""
+
+    subject: str
+    window: str
+    counts: dict[str, int]
+    attempts: int
+    shares: dict[str, float]
+    thresholds: dict[str, dict[str, Any]]
+    per_hour: dict[str, list[int]]
+    findings: list[Finding]
+    networks: list[tuple[str, float]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject,
+            "window": self.window,
+            "counts": self.counts,
+            "attempts": self.attempts,
+            "shares": self.shares,
+            "thresholds": self.thresholds,
+            "per_hour": self.per_hour,
+            "findings": [f.as_dict() for f in self.findings],
+            "networks": [{"network": n, "last_seen": t} for n, t in self.networks],
+        }
+
+
+def subject_outcomes(
+    store: RedisStore, policy: Policy, subject: Subject, now: float | None = None
+) -> SubjectOutcomes:
+    from relaywarden.logins.spread import judge as judge_login
+    from relaywarden.policy.durations import format_duration
+
+    now = time.time() if now is None else now
+    cfg = policy.outcomes
+    (tally,) = tallies(store, policy, [subject], now)
+    with redis_errors("outcome read"):
+        day = store.client.hgetall(counters.day_key(store.keys.prefix, subject))
+        nets: list[tuple[bytes, float]] = []
+        if subject.kind == "user":
+            nets = store.client.zrangebyscore(  # type: ignore[assignment]
+                networks_key(store.keys.prefix, subject.value),
+                now - policy.logins.window,
+                "+inf",
+                withscores=True,
+            )
+    networks = [(n.decode(), float(t)) for n, t in nets]
+    findings = judge([tally], cfg)
+    if subject.kind == "user":
+        findings += judge_login(subject.value, [n for n, _ in networks], policy.logins)
+    thresholds: dict[str, dict[str, Any]] = {
+        "bounced": {"share": cfg.bounced.share, "min_count": cfg.bounced.min_count},
+        "unknown_recipients": {
+            "share": cfg.unknown_recipients.share,
+            "min_count": cfg.unknown_recipients.min_count,
+        },
+        "deferred": {"share": cfg.deferred.share, "min_count": cfg.deferred.min_count},
+        "auth_failures": {"min_count": cfg.auth_failures.min_count},
+    }
+    return SubjectOutcomes(
+        subject=str(subject),
+        window=format_duration(cfg.window),
+        counts={counters.CODES[c]: n for c, n in tally.counts.items()},
+        attempts=tally.attempts,
+        shares={counters.CODES[c]: round(tally.share(c), 3) for c in ("b", "u", "f")},
+        thresholds=thresholds,
+        per_hour={counters.CODES[c]: v for c, v in counters.per_hour(day or {}, now).items()},
+        findings=findings,
+        networks=networks,
+    )
