@@ -290,6 +290,18 @@ class Desk:
         target = self.canonical(subject)
         return blocking.unblock(self.store, target, actor=actor, reason=reason, via=via)
 
+    def trace(self, token: str) -> tuple[Any, dict[str, Any] | None]:
+        """A trace header's token back to its transaction: (TraceInfo, decision record)."""
+        from relaywarden import trace
+        from relaywarden.trace.record import lookup
+
+        if self.policy is None:
+            raise DeskError("the desk runs without a policy: it has no trace keys")
+        info = trace.verify(token.strip(), self.policy.trace)
+        if info is None:
+            raise DeskError("not a trace token made with this policy's [[trace.keys]]")
+        return info, lookup(self.store, info)
+
     def canonical(self, subject: Subject) -> Subject:
         """As the milter keys it (a `vps:` IPv6 address is its /prefix), whichever
         page or API call wrote it; a form that cannot be is a SubjectError."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter
 
-from relaywarden.web.routes import audit, blocks, login, quarantine, status
+from relaywarden.web.routes import audit, blocks, login, quarantine, status, trace
 
 
 @dataclass(frozen=True)
@@ -28,4 +28,5 @@ PAGE_GROUPS: list[PageGroup] = [
     PageGroup(blocks.router, ("Blocks", "/blocks")),
     PageGroup(status.router, ("Subject status", "/status")),
     PageGroup(audit.router, ("Audit log", "/audit")),
+    PageGroup(trace.router, ("Trace", "/trace")),
 ]
