@@ -13,6 +13,9 @@ BENCHES = [
     "bench.desk",
     "bench.desk_preview",
     "bench.limits",
+    "bench.content",
+    "bench.adapter",
+    "bench.paired",
 ]
 
 failed = []

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
 from typing import Any
 
+from relaywarden import fastjson
 from relaywarden.checks import Stage
 from relaywarden.identity import Sender
 from relaywarden.message import Message
@@ -25,6 +25,7 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,  # which worker, with [milter] workers > 1
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
@@ -33,7 +34,7 @@ class JsonFormatter(logging.Formatter):
             out["message"] = record.getMessage()
         if record.exc_info:
             out["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str, ensure_ascii=False)
+        return fastjson.dumps(out)
 
 
 def setup_logging(level: str = "info") -> None:

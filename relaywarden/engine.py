@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from relaywarden import metrics
 from relaywarden.checks import Check, Context, Stage, addresses, blocks, headers, limits, sender
 from relaywarden.content import checks as content
+from relaywarden.content import reputation
 from relaywarden.errors import DependencyError
 from relaywarden.identity import Sender
 from relaywarden.logins import spread as logins
@@ -42,6 +43,7 @@ CHECKS: tuple[Check, ...] = (
     headers.CHECK,
     sender.MESSAGE,
     content.CHECK,
+    reputation.CHECK,
 )
 
 # Fault injection for the end-to-end test of "an exception inside the engine":

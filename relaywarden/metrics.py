@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 DECISIONS = Counter(
@@ -26,7 +28,29 @@ OPEN_CONNECTIONS = Gauge("relaywarden_open_connections", "SMTP connections the m
 POLICY_RELOADS = Counter("relaywarden_policy_reloads_total", "Policy reloads", ["result"])
 
 
+# The children of the per-message metrics, looked up once: prometheus_client's
+# labels() validates and locks on every call. Bounded: stages x actions, and the
+# checks' finding names.
+@lru_cache(maxsize=64)
+def decision_seconds(stage: str) -> Histogram:
+    return DECISION_SECONDS.labels(stage=stage)
+
+
+@lru_cache(maxsize=64)
+def decisions(stage: str, action: str) -> Counter:
+    return DECISIONS.labels(stage=stage, action=action)
+
+
+@lru_cache(maxsize=1024)
+def findings(check: str, name: str) -> Counter:
+    return FINDINGS.labels(check=check, name=name)
+
+
+# With [milter] workers = N, worker i serves its metrics on PORT + i (set at fork).
+PORT_OFFSET = 0
+
+
 def serve(listen: str) -> None:
     """Start the scrape endpoint on HOST:PORT in a daemon thread."""
     host, _, port = listen.rpartition(":")
-    start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1")
+    start_http_server(int(port) + PORT_OFFSET, addr=host.strip("[]") or "127.0.0.1")

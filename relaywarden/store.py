@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Protocol
 
 import redis
 
+from relaywarden import fastjson
 from relaywarden.errors import StoreError
 from relaywarden.identity import Sender
 from relaywarden.keys import Keys
@@ -171,7 +172,7 @@ class RedisStore:
     def _add_event(self, pipe: redis.client.Pipeline, event: dict[str, Any]) -> None:
         pipe.xadd(
             self.keys.events,
-            {"json": json.dumps(event, default=str)},
+            {"json": fastjson.dumps(event)},
             maxlen=self.events_maxlen,
             approximate=True,
         )

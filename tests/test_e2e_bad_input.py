@@ -26,8 +26,10 @@ def rss_kib(pid: int) -> int:
 def decided(stack: Stack, queue_id: str | None) -> dict:  # type: ignore[type-arg]
     assert stack.milter is not None and queue_id
     for line in stack.milter.log_text().splitlines():
-        if line.startswith("{") and f'"queue_id": "{queue_id}"' in line:
-            return json.loads(line)  # type: ignore[no-any-return]
+        if line.startswith("{") and queue_id in line:
+            record = json.loads(line)
+            if record.get("queue_id") == queue_id:
+                return record  # type: ignore[no-any-return]
     raise AssertionError(f"no decision logged for {queue_id}")
 
 

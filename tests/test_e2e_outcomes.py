@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,23 +102,11 @@ backoff = "100ms"
     running.stop()
 
 
-def watch_once(stack: Stack) -> dict[str, int]:
-    assert stack.postfix is not None
+def cli(stack: Stack, *args: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    common = ["--config", str(stack.policy), "--redis-url", stack.redis_url]
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "relaywarden",
-            "watch",
-            "--once",
-            "--config",
-            str(stack.policy),
-            "--redis-url",
-            stack.redis_url,
-            "--log-file",
-            str(stack.postfix.log_file),
-        ],
+        [sys.executable, "-m", "relaywarden", *args, *common],
         capture_output=True,
         text=True,
         timeout=60,
@@ -124,7 +114,13 @@ def watch_once(stack: Stack) -> dict[str, int]:
         cwd=PROJECT_ROOT,
     )
     assert done.returncode == 0, done.stderr
-    result: dict[str, int] = json.loads(done.stdout.strip().splitlines()[-1])
+    return done.stdout
+
+
+def watch_once(stack: Stack) -> dict[str, int]:
+    assert stack.postfix is not None
+    out = cli(stack, "watch", "--once", "--log-file", str(stack.postfix.log_file))
+    result: dict[str, int] = json.loads(out.strip().splitlines()[-1])
     return result
 
 
@@ -181,6 +177,13 @@ def test_bouncing_vps_is_deferred_and_its_neighbour_is_not(
     )
     finding = next(f for f in decision["findings"] if f["name"] == "bounced")
     assert "24 of 40 delivery attempts bounced (60%)" in finding["evidence"]["explain"]
+    # `relaywarden status` shows the same numbers against their thresholds.
+    text = cli(stack, "status", f"vps:{blaster}")
+    assert "bounced 24 (60%, threshold 30% and 20)" in text
+    assert "FINDING bounced: vps:203.0.113.50: 24 of 40 delivery attempts bounced" in text
+    report = json.loads(cli(stack, "status", "customer:cust-cafe", "--json"))
+    assert report["outcomes"]["counts"]["bounced"] == 1 and report["outcomes"]["findings"] == []
+    assert sum(report["outcomes"]["per_hour"]["delivered"]) >= 49
 
 
 def test_login_from_30_networks_is_stopped_and_blocked(stack: Stack, receiver: Receiver) -> None:
@@ -201,6 +204,9 @@ def test_login_from_30_networks_is_stopped_and_blocked(stack: Stack, receiver: R
     )
     # Blocked now, from the customer's own VPS too.
     assert send(stack, "203.0.113.7", "b@example.org", "orders@shop.example", "alice") == 451
+    report = json.loads(cli(stack, "status", "user:alice", "--json"))["outcomes"]
+    assert len(report["networks"]) > 10
+    assert any(f["name"] == "login-spread" for f in report["findings"])
 
 
 def test_two_offices_and_a_vps_with_a_laptop_send_on(stack: Stack) -> None:
@@ -221,3 +227,30 @@ def test_watch_restart_counts_nothing_twice(stack: Stack, tmp_path: Path) -> Non
     before = watch_once(stack)
     again = watch_once(stack)
     assert again["lines"] == 0 and before["unknown_lines"] == 0
+
+
+def test_watcher_as_a_thread_of_run(tmp_path: Path) -> None:
+    # The stack's directory chosen here, so the policy can name Postfix's log.
+    workdir = Path(tempfile.mkdtemp(prefix="rw-e2e-watch-"))
+    policy = tmp_path / "policy.toml"
+    log_file = workdir / "postfix" / "maillog"
+    policy.write_text(
+        CUSTOMERS + f'\n[outcomes]\nenabled = true\nstart_at = "start"\nwatch_in_milter = true\n'
+        f'log_file = "{log_file}"\npoll = "200ms"\n'
+    )
+    stack = Stack(policy, workdir=workdir).start()
+    try:
+        stack.sink.refuse("@gone.example")
+        for n in range(5):
+            assert send(stack, "203.0.113.50", f"u{n}@gone.example", "list@shop.example") == 250
+        store = RedisStore(redis.Redis.from_url(stack.redis_url), "rw")
+
+        def bounced() -> int:
+            now = float(store.client.time()[0])
+            fields = store.client.hgetall(counters.window_key("rw", Subject("vps", "203.0.113.50")))
+            return counters.counts(fields, 3600.0, NSUB, now)["b"]  # type: ignore[arg-type]
+
+        poll_until(lambda: bounced() == 5, 30, "the milter's watcher thread to count 5 bounces")
+    finally:
+        stack.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -201,3 +201,21 @@ def test_auth_failures_make_a_brute_force_finding() -> None:
     (finding,) = judge([make("vps:198.51.100.23", d=0, f=0, b=0, a=7)], cfg)
     assert finding.name == "auth-failures" and finding.reply is not None
     assert finding.reply.code == 550
+
+
+def test_failed_logins_are_counted_per_address_and_login(store: RedisStore, tmp_path: Path) -> None:
+    # Postfix's smtpd format (the devstack has no SASL to record real ones).
+    line = (
+        "Nov 29 13:40:0{n} relay postfix/smtpd[2211]: warning: unknown[198.51.100.23]: "
+        "SASL LOGIN authentication failed: UGFzc3dvcmQ6, sasl_username=alice\n"
+    )
+    log = tmp_path / "maillog"
+    log.write_text("".join(line.format(n=n) for n in range(6)))
+    pol = policy(auth_failures={"min_count": 5})
+    assert Watcher(store, pol, str(log), clock=CLOCK).run_once().auth_failures == 6
+    assert tally(store, "vps:198.51.100.23", pol) == {"a": 6}
+    assert tally(store, "user:alice", pol) == {"a": 6}
+    counts = tally(store, "vps:198.51.100.23", pol)
+    full = Tally("vps:198.51.100.23", {**dict.fromkeys("dfbuac", 0), **counts})
+    (finding,) = judge([full], pol.outcomes)
+    assert finding.name == "auth-failures" and finding.evidence["count"] == 6

@@ -148,10 +148,15 @@ def status(
 ) -> None:
     """Counters per window, effective limits and why, baseline, blocks, recent decisions."""
     from relaywarden.limits.status import subject_status
+    from relaywarden.outcomes.service import outcomes_text, subject_outcomes
 
     policy, store, inventory, target = _open_subject(subject, config, redis_url)
     report = _guard(lambda: subject_status(store, policy, target, inventory))
-    typer.echo(json.dumps(report, indent=2, default=str) if json_ else _text(report))
+    text = _text(report)
+    if target.kind in ("vps", "customer", "user"):  # outcomes, complaints, login networks
+        report["outcomes"] = _guard(lambda: subject_outcomes(store, policy, target).as_dict())
+        text += "\n" + outcomes_text(report["outcomes"])
+    typer.echo(json.dumps(report, indent=2, default=str) if json_ else text)
 
 
 @app.command()

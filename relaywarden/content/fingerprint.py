@@ -28,8 +28,8 @@ from relaywarden.content import decode
 from relaywarden.content.view import ContentView
 from relaywarden.policy.content import CampaignsSection
 
-MAX_WORDS = 3000  # bigrams of the first 3,000 words: plenty to tell campaigns apart
-MAX_CHARS = 24_000  # ... found within this much text (bounds the regex work)
+MAX_WORDS = 1000  # bigrams of the first 1,000 words: plenty to tell campaigns apart
+MAX_CHARS = 12_000  # ... found within this much text (bounds the regex work)
 _PRIME = np.uint64((1 << 61) - 1)
 _MAX32 = np.uint64((1 << 32) - 1)
 _GREETING = re.compile(

@@ -20,6 +20,7 @@ SILENT_DOMAIN = "slow.example"  # its nameserver never answers
 NONEXISTENT_DOMAIN = "nxdomain.example"
 BRAND_DOMAIN = "paypal.com"  # p=reject, SPF excludes the relay
 NONE_DOMAIN = "lenient.example"  # p=none, SPF excludes the relay
+BLOCKLIST_ZONE = "dbl.rw-test.example"  # the test DNS blocklist (URL and sender domains)
 
 
 def _mail_domain(domain: str, spf: str, dmarc: str = "") -> str:
@@ -61,6 +62,16 @@ DEFAULT_ZONES = "\n".join(
         ),
         _mail_domain(BRAND_DOMAIN, _ELSEWHERE_SPF, "v=DMARC1; p=reject; rua=mailto:d@paypal.com"),
         _mail_domain(NONE_DOMAIN, _ELSEWHERE_SPF, "v=DMARC1; p=none"),
+        # A test blocklist in the style of Spamhaus DBL / SURBL: a listed registered
+        # domain answers 127.0.1.x under the zone; 127.255.255.254 is "refused".
+        *(
+            f"{domain}.{BLOCKLIST_ZONE}. 300 IN A {code}"
+            for domain, code in (
+                ("phish-bait.example", "127.0.1.4"),
+                ("spam-sender.example", "127.0.1.2"),
+                ("refused.example", "127.255.255.254"),
+            )
+        ),
     ]
 )
 

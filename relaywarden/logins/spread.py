@@ -32,8 +32,15 @@ from relaywarden.store import RedisStore
 from relaywarden.verdict import Action, Finding, RejectReply, Reply, TempFailReply
 
 NAME = "logins"
-NOTE = "login_networks"  # Message.notes: the login's networks, oldest first
+NOTE = "login_networks"  # Message.notes: the login's Spread
 CAP_FACTOR = 4  # networks kept per login: a few times the threshold, for the evidence
+SHOWN = 10  # newest networks read back at MAIL FROM, for the evidence
+
+
+@dataclass(frozen=True)
+class Spread:
+    count: int  # distinct networks in the window (at most the cap)
+    newest: list[tuple[str, float]]  # (network, last seen), newest last
 
 
 def network_of(address: IPAddress, cfg: LoginsSection) -> str:
@@ -55,16 +62,20 @@ class LoginRead:
 
     def queue(self, pipe: redis.client.Pipeline) -> int:
         cfg = self.policy.logins
-        spec = {"m": self.network, "w": cfg.window, "cap": cfg.max_networks * CAP_FACTOR + 1}
+        spec = {
+            "m": self.network,
+            "w": cfg.window,
+            "cap": cfg.max_networks * CAP_FACTOR + 1,
+            "show": SHOWN,
+        }
         scripts.evalsha(pipe, "logins", [self.key], [self.clock, json.dumps(spec)])
         return 1
 
     def take(self, replies: list[Any], now: float) -> None:
         (reply,) = replies
-        flat = [v.decode() if isinstance(v, bytes) else str(v) for v in reply[1]]
-        self.message.notes[NOTE] = [
-            (flat[i], float(flat[i + 1])) for i in range(0, len(flat) - 1, 2)
-        ]
+        flat = [v.decode() if isinstance(v, bytes) else str(v) for v in reply[2]]
+        newest = [(flat[i], float(flat[i + 1])) for i in range(0, len(flat) - 1, 2)]
+        self.message.notes[NOTE] = Spread(int(reply[1]), newest)
 
 
 def mail_read(
@@ -91,16 +102,20 @@ def explain(login: str, count: int, cfg: LoginsSection) -> str:
     )
 
 
-def judge(login: str, networks: list[str], cfg: LoginsSection) -> list[Finding]:
-    if len(networks) <= cfg.max_networks:
+def judge(
+    login: str, networks: list[str], cfg: LoginsSection, count: int | None = None
+) -> list[Finding]:
+    """`networks`: the newest (or all) of the window; `count`: how many in all."""
+    total = len(networks) if count is None else count
+    if total <= cfg.max_networks:
         return []
     evidence: dict[str, Any] = {
         "subject": f"user:{login}",
-        "networks": len(networks),
+        "networks": total,
         "threshold": cfg.max_networks,
         "window": format_duration(cfg.window),
-        "recent": networks[-10:],
-        "explain": explain(login, len(networks), cfg),
+        "recent": networks[-SHOWN:],
+        "explain": explain(login, total, cfg),
     }
     places = geo.describe(cfg.geoip_db, networks)
     countries = sorted({p["country"] for p in places if p.get("country")})
@@ -131,9 +146,10 @@ def judge(login: str, networks: list[str], cfg: LoginsSection) -> list[Finding]:
 
 def run_mail(ctx: Context) -> list[Finding]:
     seen = ctx.message.notes.get(NOTE)
-    if not isinstance(seen, list) or not ctx.sender.sasl_user:
+    if not isinstance(seen, Spread) or not ctx.sender.sasl_user:
         return []
-    return judge(ctx.sender.sasl_user, [net for net, _ in seen], ctx.policy.logins)
+    nets = [net for net, _ in seen.newest]
+    return judge(ctx.sender.sasl_user, nets, ctx.policy.logins, seen.count)
 
 
 MAIL = Check("logins.mail", Stage.MAIL, run_mail)

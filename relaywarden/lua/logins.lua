@@ -8,8 +8,10 @@ KEYS[1]  the login's sorted set: member = network ("198.51.100.0/24"), score =
          when it was last seen. The network is computed by the milter from the
          client address Postfix saw; nothing the client wrote.
 ARGV[1]  "" for Redis TIME, else seconds since the epoch (an injected test clock)
-ARGV[2]  JSON: {"m": network, "w": window seconds, "cap": most members kept}
-Returns  {now, {network, last seen, network, last seen, ...}} newest last.
+ARGV[2]  JSON: {"m": network, "w": window seconds, "cap": most members kept,
+               "show": how many of the newest networks to return}
+Returns  {now, count, {network, last seen, ...}}: the count of networks in the
+         window and the newest "show" of them, newest last.
 
 Exact (a set, not a HyperLogLog): a login used from more than a few dozen
 networks is already a finding, so the set is capped at "cap" members (the
@@ -24,4 +26,5 @@ if size > spec["cap"] then
   redis.call("ZREMRANGEBYRANK", key, 0, size - spec["cap"] - 1)
 end
 redis.call("EXPIRE", key, math.ceil(spec["w"]) + 1)
-return {fmt(now), redis.call("ZRANGE", key, 0, -1, "WITHSCORES")}
+local count = math.min(size, spec["cap"])
+return {fmt(now), count, redis.call("ZRANGE", key, -spec["show"], -1, "WITHSCORES")}

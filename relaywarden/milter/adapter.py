@@ -120,6 +120,8 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         # Per-recipient decisions, recorded with the transaction's last one (one round trip).
         self.deferred: list[dict[str, Any]] = []
         self.started = time.monotonic()
+        # Decision time per stage without DNS waits, ms (logged at end of message).
+        self.stages_ms: dict[str, float] = {}
         # Customer-supplied headers with our trace header's name, removed at the stamp.
         self.trace_headers_seen = 0
         # The body, kept (bounded) only when a DKIM signature may need it.
@@ -141,7 +143,9 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         self.client_text = str(self.client_address or hostname)
         return int(Milter.CONTINUE)
 
-    @Milter.noreply
+    # No check reads the HELO name: Postfix is told not to send it at all (one
+    # packet and one callback less per connection). To use it, make this @noreply.
+    @Milter.nocallback
     def hello(self, hostname: str) -> int:
         self.helo = hostname or ""
         return int(Milter.CONTINUE)
@@ -184,6 +188,22 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         # Answered (not @noreply) on purpose: a reply here carries the TCP ACK that
         # stops Nagle + delayed ACK from stalling every message by ~40 ms.
         return int(Milter.CONTINUE)
+
+    @classmethod
+    def for_listen(cls, listen: str) -> type[RelayWardenMilter]:
+        """The class to serve `listen` with: over a unix socket (no Nagle there)
+        DATA needs no answer, which saves Postfix a round trip per message."""
+        if not listen.startswith(("unix:", "local:")):
+            return cls
+
+        def data(self: RelayWardenMilter) -> int:  # the name tells pymilter which callback
+            return int(Milter.CONTINUE)
+
+        # pymilter caches the mask on the class, and a subclass would find its
+        # parent's: state the subclass's own.
+        mask = cls.protocol_mask() & ~Milter.P_NR_DATA
+        members = {"data": Milter.noreply(data), "_protocol_mask": mask}
+        return type(f"{cls.__name__}OverUnix", (cls,), members)
 
     # -- content -------------------------------------------------------------
     @Milter.noreply
@@ -247,6 +267,7 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         rt = self.runtime
         policy = rt.policy
         started = time.perf_counter()
+        dns_before = self.dns.spent if self.dns is not None else 0.0
         verdict = engine.decide(
             self.message,
             self.sender,
@@ -262,7 +283,10 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         elif verdict.action == Action.QUARANTINE:
             self.carried.extend(verdict.findings)
         latency = (time.perf_counter() - started) * 1000
-        metrics.DECISION_SECONDS.labels(stage=stage.name.lower()).observe(latency / 1000)
+        name = stage.name.lower()
+        metrics.decision_seconds(name).observe(latency / 1000)
+        dns_ms = ((self.dns.spent if self.dns is not None else 0.0) - dns_before) * 1000
+        self.stages_ms[name] = self.stages_ms.get(name, 0.0) + latency - dns_ms
         if stage == Stage.EOM or verdict.action not in (Action.ACCEPT, Action.QUARANTINE):
             self._log(verdict, stage, latency)
         if stage == Stage.EOM:
@@ -285,15 +309,17 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
 
     def _log(self, verdict: Verdict, stage: Stage, latency_ms: float) -> None:
         policy = self.runtime.policy
-        metrics.DECISIONS.labels(stage=stage.name.lower(), action=verdict.action.label).inc()
+        metrics.decisions(stage.name.lower(), verdict.action.label).inc()
         for finding in verdict.findings:
-            metrics.FINDINGS.labels(check=finding.check, name=finding.name).inc()
+            metrics.findings(finding.check, finding.name).inc()
         fields = decision_fields(
             self.message, self.sender, verdict, stage, latency_ms, policy.log.addresses
         )
         stamp = self.message.notes.get(trace.NOTE)
         if stage == Stage.EOM and stamp is not None and verdict.action <= Action.QUARANTINE:
             fields["trace"] = stamp.token
+        if stage == Stage.EOM:
+            fields["stages_ms"] = {k: round(v, 3) for k, v in self.stages_ms.items()}
         log_decision(fields)
         if stage == Stage.RCPT:
             self.deferred.append(fields)

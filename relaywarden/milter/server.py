@@ -22,6 +22,7 @@ import milter as libmilter  # pymilter's C module, for smfi_stop
 
 from relaywarden import metrics, wideblocks
 from relaywarden.desk import agent
+from relaywarden.milter import workers
 from relaywarden.milter.adapter import TRANSACTIONS, RelayWardenMilter
 from relaywarden.outcomes import service as outcomes
 from relaywarden.runtime import Runtime
@@ -56,11 +57,15 @@ def _fix_socket_mode(path: Path, mode: int, deadline: float) -> None:
 def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) -> int:
     """Serve until SIGTERM. `factory` lets a benchmark run a variant of the adapter."""
     policy = runtime.policy
+    factory = factory.for_listen(policy.milter.listen)
     factory.runtime = runtime
     Milter.factory = factory
     # ADDHDRS/CHGHDRS: the trace header is stamped at end of message, a
     # customer's header of the same name removed first.
     Milter.set_flags(Milter.QUARANTINE | Milter.SETSYMLIST | Milter.ADDHDRS | Milter.CHGHDRS)
+    if not workers.in_worker() and policy.milter.worker_count() > 1:
+        # The parent: opens the socket, forks workers that each run the rest of this.
+        return workers.supervise(runtime, lambda worker_runtime: run(worker_runtime, factory))
     trace_record.attach(policy.trace.retention)
     # Runtime network:/domain: blocks, re-read every [limits.inventory] refresh.
     wideblocks.Refresher(
@@ -112,7 +117,10 @@ def _shutdown(runtime: Runtime, worker: threading.Thread) -> int:
     left = TRANSACTIONS.in_flight
     if left:
         log.warning("exiting with %d transaction(s) still open after %.0fs", left, grace)
-    libmilter.stop()
-    worker.join(timeout=2)
+    if not workers.in_worker():
+        # A worker leaves the shared socket open for its siblings (libmilter's stop
+        # would close it and unlink a unix socket's path); its exit ends the thread.
+        libmilter.stop()
+        worker.join(timeout=2)
     log.info("stopped")
     return 0

@@ -14,7 +14,7 @@ from relaywarden.keys import digest
 from relaywarden.logins import block as login_block
 from relaywarden.logins.spread import networks_key
 from relaywarden.outcomes import counters, record
-from relaywarden.outcomes.check import judge, warnings
+from relaywarden.outcomes.check import complaint_share, judge, warnings
 from relaywarden.outcomes.counters import NSUB, Tally
 from relaywarden.outcomes.notify import NOTIFIER, deliver
 from relaywarden.outcomes.watcher import Watcher, follow_in_thread
@@ -32,6 +32,10 @@ def attach(runtime: Runtime) -> threading.Event | None:
     cfg = runtime.policy.outcomes
     if not (cfg.enabled and cfg.watch_in_milter and cfg.log_file):
         return None
+    from relaywarden.milter import workers
+
+    if workers.INDEX not in (None, 0):
+        return None  # one watcher per relay: worker 0 (another would only find the work done)
     watcher = Watcher(runtime.store, runtime.policy, notify=warner(runtime.store, runtime.policy))
     return follow_in_thread(watcher)
 
@@ -80,6 +84,7 @@ class SubjectOutcomes:
     per_hour: dict[str, list[int]]
     findings: list[Finding]
     networks: list[tuple[str, float]]
+    enforced: bool = False  # [outcomes] enabled: findings act at MAIL FROM
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +97,7 @@ class SubjectOutcomes:
             "per_hour": self.per_hour,
             "findings": [f.as_dict() for f in self.findings],
             "networks": [{"network": n, "last_seen": t} for n, t in self.networks],
+            "enforced": self.enforced,
         }
 
 
@@ -115,7 +121,9 @@ def subject_outcomes(
                 withscores=True,
             )
     networks = [(n.decode(), float(t)) for n, t in nets]
-    findings = judge([tally], cfg)
+    # Judged against the thresholds even where [outcomes] is not enforced yet:
+    # the desk shows what would cross, and `enforced` says whether it does.
+    findings = judge([tally], cfg.model_copy(update={"enabled": True}), policy.complaints.threshold)
     if subject.kind == "user":
         findings += judge_login(subject.value, [n for n, _ in networks], policy.logins)
     thresholds: dict[str, dict[str, Any]] = {
@@ -126,15 +134,58 @@ def subject_outcomes(
         },
         "deferred": {"share": cfg.deferred.share, "min_count": cfg.deferred.min_count},
         "auth_failures": {"min_count": cfg.auth_failures.min_count},
+        "complaints": {
+            "share": policy.complaints.threshold.share,
+            "min_count": policy.complaints.threshold.min_count,
+        },
     }
     return SubjectOutcomes(
         subject=str(subject),
         window=format_duration(cfg.window),
         counts={counters.CODES[c]: n for c, n in tally.counts.items()},
         attempts=tally.attempts,
-        shares={counters.CODES[c]: round(tally.share(c), 3) for c in ("b", "u", "f")},
+        shares={
+            **{counters.CODES[c]: round(tally.share(c), 3) for c in ("b", "u", "f")},
+            "complaints": round(complaint_share(tally), 4),
+        },
         thresholds=thresholds,
         per_hour={counters.CODES[c]: v for c, v in counters.per_hour(day or {}, now).items()},
         findings=findings,
         networks=networks,
+        enforced=cfg.enabled,
     )
+
+
+def outcomes_text(report: dict[str, Any]) -> str:
+    """`relaywarden status` lines for a subject's outcomes, complaints and networks."""
+    counts, shares, th = report["counts"], report["shares"], report["thresholds"]
+    lines = [
+        f"outcomes over the last {report['window']}: {report['attempts']} delivery attempts",
+        f"  delivered {counts['delivered']}  deferred {counts['deferred']} "
+        f"({shares['deferred']:.0%}, threshold {th['deferred']['share']:.0%} and "
+        f"{th['deferred']['min_count']})",
+        f"  bounced {counts['bounced']} ({shares['bounced']:.0%}, threshold "
+        f"{th['bounced']['share']:.0%} and {th['bounced']['min_count']})  unknown recipients "
+        f"{counts['unknown_recipients']} ({shares['unknown_recipients']:.0%}, threshold "
+        f"{th['unknown_recipients']['share']:.0%} and {th['unknown_recipients']['min_count']})",
+        f"  complaints {counts['complaints']} (threshold {th['complaints']['share']:.1%} of "
+        f"delivered and {th['complaints']['min_count']})  failed logins "
+        f"{counts['auth_failures']} (threshold {th['auth_failures']['min_count']})",
+    ]
+    hours = report["per_hour"]
+    lines.append(
+        "  last 24 h, per hour (oldest first): delivered "
+        + " ".join(str(n) for n in hours["delivered"])
+    )
+    lines.append(
+        "                                     bounced   "
+        + " ".join(str(n) for n in hours["bounced"])
+    )
+    if report["networks"]:
+        nets = ", ".join(n["network"] for n in report["networks"])
+        lines.append(f"  networks of this login in the window ({len(report['networks'])}): {nets}")
+    note = "" if report["enforced"] else " (not enforced: [outcomes] is off)"
+    for finding in report["findings"]:
+        explain = finding["evidence"].get("explain", "")
+        lines.append(f"  FINDING {finding['name']}{note}: {explain}")
+    return "\n".join(lines)

@@ -74,3 +74,38 @@ class CampaignsSection(Section):
         if self.window < 60:
             raise ValueError("window must be at least 1m")
         return self
+
+
+class BlocklistZone(Section):
+    """One DNS blocklist: `<registered domain>.<zone>` answering 127.x.y.z means listed."""
+
+    zone: str = Field(min_length=3, max_length=200)
+    # "urls": the registered domains of the message's URLs (SURBL/URIBL/DBL style);
+    # "senders": the envelope sender's and the From header's registered domains.
+    applies_to: Literal["urls", "senders"] = "urls"
+    score: float = 5.0
+    # Return codes that count, each with its own score; empty: any 127.0.0.0/8
+    # answer but 127.255.255.0/24 (the lists' "query refused / over quota" codes).
+    codes: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _valid(self) -> BlocklistZone:
+        zone = self.zone.strip(".")
+        if not all(label and len(label) < 64 for label in zone.split(".")) or " " in zone:
+            raise ValueError(f"zone {self.zone!r} is not a DNS name")
+        for code in self.codes:
+            parts = code.split(".")
+            if len(parts) != 4 or parts[0] != "127" or not all(p.isdigit() for p in parts):
+                raise ValueError(f"return code {code!r} is not an address in 127.0.0.0/8")
+        return self
+
+
+class ReputationSection(Section):
+    """DNS blocklists for URL and sender domains; none by default."""
+
+    lists: list[BlocklistZone] = Field(default_factory=list)
+    # Domains looked up per list and message (the message's DNS budget bounds the time).
+    max_domains: int = Field(default=10, ge=1, le=100)
+    # A blocklist that fails: "open" skips it (a log line and a metric), "dns"
+    # applies [dns] on_error to the message like any other DNS failure.
+    on_error: Literal["open", "dns"] = "open"

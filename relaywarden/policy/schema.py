@@ -6,12 +6,13 @@ what is valid. The embedded defaults alone give a working relay.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from relaywarden.policy.content import CampaignsSection, ContentSection
+from relaywarden.policy.content import CampaignsSection, ContentSection, ReputationSection
 from relaywarden.policy.desk import QuarantineSection, WebSection
 from relaywarden.policy.forgery import (
     BrandsSection,
@@ -39,6 +40,21 @@ class MilterSection(Section):
     io_timeout: Duration = 30.0
     shutdown_grace: Duration = 10.0
     socket_mode: str = "0660"
+    # Milter processes sharing one listening socket (one GIL each): a number, or
+    # "auto" for one per CPU the process may run on.
+    workers: int | Literal["auto"] = Field(default=1)
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 256:
+            raise ValueError('a number of processes from 1 to 256, or "auto"')
+        return value
+
+    def worker_count(self) -> int:
+        if self.workers == "auto":
+            return max(1, len(os.sched_getaffinity(0)))
+        return self.workers
 
     @field_validator("listen")
     @classmethod
@@ -163,6 +179,7 @@ class Policy(Section):
     trace: TraceSection = TraceSection()
     content: ContentSection = ContentSection()
     campaigns: CampaignsSection = CampaignsSection()
+    reputation: ReputationSection = ReputationSection()
 
     @model_validator(mode="after")
     def _canonical_blocks(self) -> Policy:

@@ -13,7 +13,16 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter
 
-from relaywarden.web.routes import audit, blocks, login, quarantine, status, trace
+from relaywarden.web.routes import (
+    audit,
+    blocks,
+    campaigns,
+    login,
+    outcomes,
+    quarantine,
+    status,
+    trace,
+)
 
 
 @dataclass(frozen=True)
@@ -26,7 +35,10 @@ PAGE_GROUPS: list[PageGroup] = [
     PageGroup(login.router),
     PageGroup(quarantine.router, ("Quarantine", "/")),
     PageGroup(blocks.router, ("Blocks", "/blocks")),
+    PageGroup(campaigns.router, ("Campaigns", "/campaigns")),
     PageGroup(status.router, ("Subject status", "/status")),
+    PageGroup(outcomes.router, ("Outcomes", "/outcomes")),
+    PageGroup(outcomes.complaints_router, ("Complaints", "/complaints")),
     PageGroup(audit.router, ("Audit log", "/audit")),
     PageGroup(trace.router, ("Trace", "/trace")),
 ]

@@ -1,5 +1,6 @@
-"""Campaigns end to end: real Postfix (XCLIENT plays twelve VPSes), the milter as a
-process, real redis-server, the sink; the abuse team's `relaywarden campaigns`."""
+"""Content checks end to end: real Postfix (XCLIENT plays twelve VPSes), the milter
+as a process, real redis-server, the devstack's DNS server with its test blocklist
+zone, the sink; the abuse team's `relaywarden campaigns`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from relaywarden.devstack.milter import PROJECT_ROOT
 from relaywarden.devstack.stack import Stack
@@ -40,6 +42,9 @@ enabled = false
 # The bakery's mailing list is 250 readers: its plan's burst floor says so.
 [limits.burst]
 unique_recipients_floor = 300
+
+[[reputation.lists]]
+zone = "dbl.rw-test.example"
 """
 
 PRIZE = (
@@ -123,3 +128,20 @@ def test_newsletter_from_one_customer_within_its_plan_is_delivered_whole(stack: 
     listed = json.loads(cli(stack, "campaigns", "list", "--json").stdout)
     (news,) = [c for c in listed if c["subject"] == "This month at the bakery"]
     assert (news["vpses"], news["customers"], news["recipients"]) == (1, 1, 250)
+
+
+def test_message_with_a_blocklisted_url_domain_gets_its_finding(stack: Stack) -> None:
+    body = b"Your parcel is waiting: https://track.phish-bait.example/p?id=99 pay the fee.\r\n"
+    data = message("orders@bakery.example", "Parcel", body=body)
+    result = stack.send("orders@bakery.example", ["buyer@example.org"], data, client="192.0.2.10")
+    assert stack.fate(result).fate == "held"
+    client = redis.Redis.from_url(stack.redis_url)
+    events = [json.loads(f[b"json"]) for _, f in client.xrevrange("rw:events", count=20)]
+    (event,) = [e for e in events if e.get("queue_id") == result.queue_id]
+    (hit,) = [f for f in event["findings"] if f["check"] == "reputation"]
+    assert hit["name"] == "dnsbl-url"
+    assert hit["evidence"] == {
+        "zone": "dbl.rw-test.example",
+        "domain": "phish-bait.example",
+        "code": "127.0.1.4",
+    }

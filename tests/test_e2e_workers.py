@@ -1,0 +1,86 @@
+"""`[milter] workers = 2` through real Postfix: mail flows through both worker
+processes, SIGHUP reaches every one of them, a killed worker is replaced, and
+SIGTERM stops them all with exit status 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+
+from relaywarden.devstack.procs import all_pids, pid_alive, poll_until, proc_info
+from relaywarden.devstack.stack import Stack
+from tests.mail import message
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+RCPT = ["buyer@example.org"]
+TWO_WORKERS = '[milter]\nworkers = 2\nshutdown_grace = "5s"\n'
+BLOCK = '[[blocks]]\nsubject = "sender:later@shop.example"\nreason = "blocked after reload"\n'
+
+
+def workers_of(parent: int) -> set[int]:
+    infos = (proc_info(pid) for pid in all_pids())
+    return {i.pid for i in infos if i and i.ppid == parent and i.state != "Z"}
+
+
+def send(stack: Stack, sender: str) -> str:
+    return stack.fate(stack.send(sender, RCPT, message(sender))).fate
+
+
+def decided_by(stack: Stack) -> set[int]:
+    """PIDs of the worker processes that logged a decision."""
+    text = stack.milter.log_text() if stack.milter else ""
+    records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    return {r["pid"] for r in records if r.get("event") == "decision"}
+
+
+def test_two_workers_share_the_socket_reload_are_replaced_and_stop(private_stack) -> None:  # type: ignore[no-untyped-def]
+    stack: Stack = private_stack(TWO_WORKERS)
+    assert stack.milter is not None and stack.milter.proc is not None
+    parent = stack.milter.proc.pid
+    poll_until(lambda: len(workers_of(parent)) == 2, 20, "two worker processes")
+    first = workers_of(parent)
+
+    # Mail flows; within a bounded number of connections both workers take some.
+    for n in range(40):
+        assert send(stack, f"n{n}@shop.example") == "delivered"
+        if decided_by(stack) == first:
+            break
+    assert decided_by(stack) == first
+
+    # SIGHUP to the parent reaches every worker: each logs its own reload.
+    stack.policy.write_text(TWO_WORKERS + BLOCK)
+    stack.milter.reload()
+    poll_until(
+        lambda: stack.milter.log_text().count("policy reloaded") == 3,  # type: ignore[union-attr]
+        20,
+        "the parent and both workers to reload",
+    )
+    for _ in range(6):  # whichever worker takes the connection has the new policy
+        assert send(stack, "later@shop.example") == "rejected"
+
+    # A worker that dies is replaced, with the reloaded policy; mail still flows.
+    victim = sorted(first)[0]
+    os.kill(victim, signal.SIGKILL)
+    poll_until(
+        lambda: len(workers_of(parent)) == 2 and victim not in workers_of(parent),
+        20,
+        "a replacement worker",
+    )
+    replacement = (workers_of(parent) - first).pop()
+    assert "exited" in stack.milter.log_text() and "starting a new one" in stack.milter.log_text()
+    assert send(stack, "later@shop.example") == "rejected"
+    for n in range(40):
+        if replacement in decided_by(stack):
+            break
+        assert send(stack, f"m{n}@shop.example") == "delivered"
+    assert replacement in decided_by(stack)
+
+    # SIGTERM: the parent passes it on, every worker drains and exits, then the parent, 0.
+    everyone = workers_of(parent)
+    assert stack.milter.stop(30) == 0
+    poll_until(lambda: not any(pid_alive(p) for p in everyone), 10, "the workers to exit")
+    assert "stopped" in stack.milter.log_text()
