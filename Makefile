@@ -1,14 +1,19 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
-.PHONY: setup demo demo-web test lint bench screenshots clean
+.PHONY: setup setup-demo demo demo-web test lint bench screenshots clean
 
+# Developer set-up (tests, browser, lint). A production relay uses scripts/install.sh.
 setup:
-	@scripts/setup.sh
+	@scripts/setup.sh dev
 
-demo: setup
+# The demo needs only Postfix, Redis and the runtime + demo extra (no Chromium).
+setup-demo:
+	@scripts/setup.sh demo
+
+demo: setup-demo
 	.venv/bin/relaywarden demo
 
 # The demo, then the stack stays up with the abuse team's desk until Ctrl-C.
-demo-web: setup
+demo-web: setup-demo
 	.venv/bin/relaywarden demo --web
 
 test: setup

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import redis
 
-from bench.procstat import process_cpu_seconds, tree_cpu_seconds
+from bench.procstat import process_cpu_seconds, tree_cpu_split
 from relaywarden.devstack.dns import DnsServer
 from relaywarden.devstack.milter import PROJECT_ROOT
 from relaywarden.devstack.postfix import PostfixInstance
@@ -90,8 +90,10 @@ class Run:
     ok: bool = False
     rate: float = 0.0  # delivered/s
     milter_cpu: float = 0.0  # seconds over the measured batch
+    milter_sys: float = 0.0  # of which in the kernel (syscalls, thread switches)
     redis_cpu: float = 0.0
     redis_cmds: int = 0
+    redis_by_command: dict[str, int] = field(default_factory=dict)
     stages: dict[str, list[float]] = field(default_factory=dict)
     error: str = ""
 
@@ -132,13 +134,14 @@ class Bench:
             found = re.findall(rb"mesg=(\d+)", f.read())
         return int(found[-1]) if found else 0
 
-    def redis_commands(self) -> int:
+    def redis_commands(self) -> dict[str, int]:
+        """Calls per command so far (commands run inside Lua scripts included)."""
         client = redis.Redis.from_url(self.redis_url)
         try:
             stats = client.info("commandstats")
         finally:
             client.close()
-        return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+        return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
 
     # -- one run -----------------------------------------------------------
     def start_milter(self, variant: str, rundir: Path) -> tuple[Proc | None, str]:
@@ -201,14 +204,23 @@ class Bench:
             base, cmds0 = self.delivered(), self.redis_commands()
             assert self.redis.proc is not None
             redis0 = process_cpu_seconds(self.redis.proc.pid)
-            cpu0 = tree_cpu_seconds(proc.pid) if proc else 0.0
+            cpu0 = tree_cpu_split(proc.pid) if proc else (0.0, 0.0)
             started = time.perf_counter()
             self.send(postfix, self.args.msgs)
             self.wait_delivered(postfix, base + self.args.msgs)
             elapsed = time.perf_counter() - started
-            result.milter_cpu = (tree_cpu_seconds(proc.pid) - cpu0) if proc else 0.0
+            if proc:
+                user, system = tree_cpu_split(proc.pid)
+                result.milter_cpu = user + system - sum(cpu0)
+                result.milter_sys = system - cpu0[1]
             result.redis_cpu = process_cpu_seconds(self.redis.proc.pid) - redis0
-            result.redis_cmds = self.redis_commands() - cmds0
+            cmds1 = self.redis_commands()
+            result.redis_by_command = {
+                k: n - cmds0.get(k, 0)
+                for k, n in cmds1.items()
+                if k != "info" and n > cmds0.get(k, 0)
+            }
+            result.redis_cmds = sum(result.redis_by_command.values())
             result.rate = self.args.msgs / elapsed
             if proc:
                 result.stages = stage_latencies(rundir / "milter.log", log_offset)
@@ -253,8 +265,9 @@ def report(runs: list[Run], variants: list[str], msgs: int) -> str:
     baseline = {r.round: r.rate for r in runs if r.variant == "none" and r.ok}
     lines = [
         f"{'variant':<9} {'ok':>5} {'deliv/s':>8} {'paired':>7} {'milter CPU':>10} "
-        f"{'redis CPU':>9} {'redis':>6}   decision p50/p99 ms without DNS",
-        f"{'':<9} {'':>5} {'median':>8} {'ratio':>7} {'ms/msg':>10} {'ms/msg':>9} {'cmd/m':>6}",
+        f"{'kernel':>6} {'redis CPU':>9} {'redis':>6}   decision p50/p99 ms without DNS",
+        f"{'':<9} {'':>5} {'median':>8} {'ratio':>7} {'ms/msg':>10} {'share':>6} "
+        f"{'ms/msg':>9} {'cmd/m':>6}",
     ]
     for variant in variants:
         good = [r for r in runs if r.variant == variant and r.ok]
@@ -266,6 +279,7 @@ def report(runs: list[Run], variants: list[str], msgs: int) -> str:
         pairs = [r.rate / baseline[r.round] for r in good if baseline.get(r.round)]
         paired = f"{statistics.median(pairs):.2f}" if pairs else "-"
         cpu = statistics.median(r.milter_cpu for r in good) / msgs * 1e3
+        kernel = statistics.median(r.milter_sys / r.milter_cpu if r.milter_cpu else 0 for r in good)
         rcpu = statistics.median(r.redis_cpu for r in good) / msgs * 1e3
         cmds = statistics.median(r.redis_cmds for r in good) / msgs
         stages: dict[str, list[float]] = {}
@@ -278,9 +292,16 @@ def report(runs: list[Run], variants: list[str], msgs: int) -> str:
         rate = statistics.median(r.rate for r in good)
         lines.append(
             f"{variant:<9} {len(good):>2}/{total:<2} {rate:>8.1f}"
-            f" {paired:>7} {cpu if variant != 'none' else 0:>10.3f} {rcpu:>9.3f} {cmds:>6.2f}"
+            f" {paired:>7} {cpu:>10.3f} {kernel:>6.0%} {rcpu:>9.3f} {cmds:>6.2f}"
             f"   {lat or '-'}"
         )
+    for variant in variants[1:]:
+        last = [r for r in runs if r.variant == variant and r.ok][-1:]
+        if last:
+            per = ", ".join(
+                f"{k} {n / msgs:.2f}" for k, n in sorted(last[0].redis_by_command.items())
+            )
+            lines.append(f"Redis commands per message, {variant}: {per}")
     return "\n".join(lines)
 
 

@@ -26,6 +26,46 @@ DECISION_SECONDS = Histogram(
 )
 OPEN_CONNECTIONS = Gauge("relaywarden_open_connections", "SMTP connections the milter serves")
 POLICY_RELOADS = Counter("relaywarden_policy_reloads_total", "Policy reloads", ["result"])
+AUTO_BLOCKS = Counter(
+    "relaywarden_automatic_blocks_total", "Subjects blocked by escalation, by kind", ["kind"]
+)
+NOTICE_FAILURES = Counter(
+    "relaywarden_notice_failures_total",
+    "Automatic-block notices that failed after every retry",
+    ["channel"],
+)
+ESCALATION_DROPPED = Counter(
+    "relaywarden_escalation_dropped_total", "Escalation jobs dropped because the queue was full"
+)
+ESCALATION_QUEUE = Gauge(
+    "relaywarden_escalation_queue_depth", "Escalation jobs waiting for the background thread"
+)
+HELD_MESSAGES = Gauge(
+    "relaywarden_held_messages",
+    "Messages the quarantine index shows as held on this relay (sampled at scrape, cached 30 s)",
+)
+
+STAGES = ("mail", "rcpt", "eom")
+ACTIONS = ("accept", "quarantine", "tempfail", "discard", "reject")
+SUBJECT_KINDS = ("vps", "customer", "user", "sender")
+NOTICE_CHANNELS = ("webhook", "email")
+
+
+def initialise(check_names: list[str]) -> None:
+    """Create every labelled series at zero, so an alert on rate() or increase()
+    sees a 0 -> 1 step instead of a series that appears out of nowhere."""
+    for stage in STAGES:
+        for action in ACTIONS:
+            DECISIONS.labels(stage=stage, action=action)
+    for service in ("redis", "dns"):
+        for check in check_names:
+            DEPENDENCY_ERRORS.labels(service=service, check=check)
+    for result in ("ok", "refused"):
+        POLICY_RELOADS.labels(result=result)
+    for kind in SUBJECT_KINDS:
+        AUTO_BLOCKS.labels(kind=kind)
+    for channel in NOTICE_CHANNELS:
+        NOTICE_FAILURES.labels(channel=channel)
 
 
 # The children of the per-message metrics, looked up once: prometheus_client's

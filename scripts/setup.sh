@@ -1,13 +1,31 @@
 #!/usr/bin/env bash
-# Idempotent setup on a fresh Debian machine: system packages, then the venv.
+# Idempotent developer setup on a fresh Debian machine: system packages, then .venv.
 # Postfix is installed without configuration and without starting the system
 # instance (nothing grabs port 25): RelayWarden's demo and tests run private
 # instances of their own on free loopback ports.
+#
+#   scripts/setup.sh demo   what `make demo` needs: Postfix, Redis, the runtime + demo extra
+#   scripts/setup.sh        (dev) what `make test` needs on top: Chromium, docker-compose,
+#                           systemd-analyze, the test/browser/lint extras
+#
+# A relay in production does not run this: scripts/install.sh installs the runtime only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# docker-compose only checks docker-compose.yml (`docker-compose config`); no engine runs here.
-PACKAGES=(postfix redis-server libmilter-dev gcc python3-venv python3-dev chromium docker-compose)
+PROFILE=${1:-dev}
+case "$PROFILE" in
+  demo) EXTRAS=demo ;;
+  dev) EXTRAS=dev ;;
+  *) echo "setup: unknown profile $PROFILE (demo or dev)" >&2; exit 2 ;;
+esac
+
+PACKAGES=(postfix redis-server libmilter-dev gcc python3-venv python3-dev)
+if [ "$PROFILE" = dev ]; then
+  # chromium: the desk's browser test; docker-compose only checks docker-compose.yml
+  # (`docker-compose config`, no engine runs here); systemd: `systemd-analyze verify`
+  # of the units in dist/systemd.
+  PACKAGES+=(chromium docker-compose systemd)
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -30,13 +48,16 @@ if ((${#missing[@]})); then
   [ -z "$created_policy" ] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
-PY=${PYTHON:-python3}
-stamp=.venv/.setup-$(sha256sum pyproject.toml | cut -c1-16)
-if [ ! -e "$stamp" ]; then
-  echo "setup: creating .venv and installing relaywarden with dev extras"
+# The system's Python, not whatever python3 comes first on PATH.
+PY=${PYTHON:-/usr/bin/python3}
+hash=$(sha256sum pyproject.toml | cut -c1-16)
+stamp=.venv/.setup-$hash-$PROFILE
+# A dev venv has everything the demo needs.
+if [ ! -e "$stamp" ] && [ ! -e ".venv/.setup-$hash-dev" ]; then
+  echo "setup: creating .venv and installing relaywarden with the $EXTRAS extras"
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
   rm -f .venv/.setup-*
   touch "$stamp"
 fi

@@ -10,6 +10,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: Rich markup would eat "[dns]", "[[web.users]]" and every other
+    # policy section a help text names.
+    rich_markup_mode=None,
 )
 
 # Imported for their side effect of registering commands on `app`.
@@ -26,6 +29,16 @@ from relaywarden.cli import (  # noqa: E402,F401
     watch,
     web,
 )
+
+
+def _plain_help(typer_app: typer.Typer) -> None:
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            group.typer_instance.rich_markup_mode = None
+            _plain_help(group.typer_instance)
+
+
+_plain_help(app)  # command groups (quarantine, inventory, web...) too, wherever defined
 
 
 def main() -> None:

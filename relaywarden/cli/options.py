@@ -7,9 +7,28 @@ from typing import Annotated
 
 import typer
 
+
+def _discover(value: Path | None) -> Path:
+    from relaywarden.policy.loader import discover_policy
+
+    return discover_policy(value)
+
+
+# Every command finds its policy the same way; the callback turns "not given"
+# into the discovered path, so a command never sees None.
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="Policy file (default: policies/default.toml)."),
+    typer.Option(
+        "--config",
+        "-c",
+        envvar="RELAYWARDEN_CONFIG",
+        show_envvar=False,
+        callback=_discover,
+        help=(
+            "Policy file (default: $RELAYWARDEN_CONFIG, else /etc/relaywarden/policy.toml"
+            " if it exists, else the packaged default)."
+        ),
+    ),
 ]
 RedisOpt = Annotated[
     str | None, typer.Option("--redis-url", help="Redis URL; overrides the policy's Redis url.")

@@ -17,6 +17,7 @@ from relaywarden.cli.desk import (
     when,
 )
 from relaywarden.cli.options import AsOpt, ConfigOpt, JsonOpt, ReasonOpt, RedisOpt, SinceOpt
+from relaywarden.cli.text import evidence_text
 
 quarantine = typer.Typer(help="Messages held in Postfix's hold queue: list, show, release, delete.")
 app.add_typer(quarantine, name="quarantine")
@@ -95,9 +96,9 @@ def show_cmd(
     typer.echo(f"to       {', '.join(e.recipients)} ({e.recipient_total} in all)")
     typer.echo("findings")
     for f in e.findings:
-        typer.echo(
-            f"  {f.get('check')}/{f.get('name')} score {f.get('score')} {f.get('evidence', '')}"
-        )
+        typer.echo(f"  {f.get('check')}/{f.get('name')} score {f.get('score')}")
+        if f.get("evidence"):
+            typer.echo(f"    {evidence_text(f['evidence'])}")
     status = view.status
     typer.echo("status")
     for b in status.blocks:
@@ -231,4 +232,7 @@ def agent(config: ConfigOpt = None, redis_url: RedisOpt = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     typer.echo(f"desk agent for relay {desk.relay}", err=True)
+    from relaywarden.daemon import notify
+
+    notify.ready(f"desk agent for relay {desk.relay}")
     desk.serve_jobs(stop)

@@ -34,8 +34,7 @@ def serve(
         return
     import signal
 
-    import uvicorn
-
+    from relaywarden.daemon.asgi import serve as serve_notifying
     from relaywarden.decisionlog import setup_logging
     from relaywarden.desk.service import Desk
     from relaywarden.web.app import create_app, use_policy
@@ -62,7 +61,7 @@ def serve(
 
     signal.signal(signal.SIGHUP, reload)
     typer.echo(f"RelayWarden desk on http://{host}:{port}/", err=True)
-    uvicorn.run(
+    serve_notifying(  # uvicorn.run, plus systemd readiness
         application,
         host=host.strip("[]"),
         port=int(port),

@@ -81,6 +81,9 @@ def html_to_text(html: str) -> tuple[str, list[str]]:
 
 
 def urls_in(text: str, limit: int) -> list[str]:
+    lowered = text.lower()
+    if "http" not in lowered and "www." not in lowered:
+        return []  # the regex would walk every character to find nothing
     out = []
     for match in _URL.finditer(text):
         out.append(match.group(0).rstrip(".,;:!?"))

@@ -70,8 +70,12 @@ def _recipient_tokens(rcpts: list[str]) -> set[str]:
 def normalise(text: str, rcpts: list[str]) -> list[str]:
     """The words of `text` that copies of one campaign have in common."""
     text = text[:MAX_CHARS].casefold()
-    text = decode._URL.sub(lambda m: " " + (_url_token(m.group(0))) + " ", text)
-    text = _EMAIL.sub(" ", text)
+    # Each regex walks every character; skip the ones that cannot match (the
+    # text is casefolded, so these substrings are exact preconditions).
+    if "http" in text or "www." in text:
+        text = decode._URL.sub(lambda m: " " + (_url_token(m.group(0))) + " ", text)
+    if "@" in text:
+        text = _EMAIL.sub(" ", text)
     text = _GREETING.sub(r"\1", text)
     personal = _recipient_tokens(rcpts)
     words = _WORD.findall(text)

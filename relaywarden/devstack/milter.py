@@ -7,9 +7,27 @@ import signal
 import sys
 from pathlib import Path
 
-from relaywarden.devstack.procs import LOOPBACK, Proc, free_port, wait_for_port
+from relaywarden.devstack.procs import LOOPBACK, Proc, free_port, poll_until, wait_for_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_for_socket(path: Path, timeout: float, what: str) -> None:
+    """Until `path` is a socket that accepts a connection."""
+    import socket
+    import stat
+
+    def accepting() -> bool:
+        if not (path.exists() and stat.S_ISSOCK(path.stat().st_mode)):
+            return False
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            try:
+                sock.connect(str(path))
+            except OSError:
+                return False
+        return True
+
+    poll_until(accepting, timeout, what)
 
 
 class MilterProcess:
@@ -21,8 +39,11 @@ class MilterProcess:
         *,
         env: dict[str, str] | None = None,
         nameservers: list[str] | None = None,
+        unix_socket: Path | None = None,
     ) -> None:
         self.policy = policy
+        # A unix socket instead of a loopback port (its owner/group/mode from the policy).
+        self.unix_socket = unix_socket
         self.redis_url = redis_url
         self.workdir = workdir
         self.port = free_port()
@@ -32,11 +53,15 @@ class MilterProcess:
 
     @property
     def listen(self) -> str:
+        if self.unix_socket is not None:
+            return f"unix:{self.unix_socket}"
         return f"inet:{self.port}@{LOOPBACK}"
 
     @property
     def postfix_socket(self) -> str:
         """The same socket in Postfix's syntax, for smtpd_milters."""
+        if self.unix_socket is not None:
+            return f"unix:{self.unix_socket}"
         return f"inet:{LOOPBACK}:{self.port}"
 
     @property
@@ -61,7 +86,10 @@ class MilterProcess:
             argv += ["--nameserver", nameserver]
         self.proc = Proc(argv, "relaywarden", self.log_path, env=env, cwd=PROJECT_ROOT)
         try:
-            wait_for_port(LOOPBACK, self.port, timeout, "relaywarden milter")
+            if self.unix_socket is not None:
+                wait_for_socket(self.unix_socket, timeout, "relaywarden milter")
+            else:
+                wait_for_port(LOOPBACK, self.port, timeout, "relaywarden milter")
         except TimeoutError:
             raise TimeoutError(f"milter did not start:\n{self.proc.log_text()[-3000:]}") from None
 

@@ -43,6 +43,7 @@ class Stack:
         redis_url: str | None = None,
         milter_env: dict[str, str] | None = None,
         dns_zones: str = "",
+        milter_socket: Path | None = None,
     ) -> None:
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="relaywarden-"))
@@ -53,6 +54,7 @@ class Stack:
         self.milter: MilterProcess | None = None
         self.postfix: PostfixInstance | None = None
         self.milter_env = milter_env or {}
+        self.milter_socket = milter_socket
         # Every stack answers DNS itself: the milter never asks the machine's resolver.
         self.dns = DnsServer(self.workdir / "dns", DEFAULT_ZONES + "\n" + dns_zones)
 
@@ -68,6 +70,7 @@ class Stack:
                 self.workdir,
                 env=self.milter_env,
                 nameservers=[nameserver],
+                unix_socket=self.milter_socket,
             )
             self.milter.start()
             # Postfix's own user must traverse our temp dir (mkdtemp makes it 0700).

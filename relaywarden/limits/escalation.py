@@ -22,7 +22,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
 
-from relaywarden import blocking
+from relaywarden import blocking, metrics
 from relaywarden.errors import StoreError
 from relaywarden.policy import Policy
 from relaywarden.policy.durations import format_duration
@@ -159,6 +159,21 @@ def send_email(
     return retrying("notice email", cfg.attempts, cfg.backoff, send, sleep)
 
 
+def _iso(epoch: object) -> object:
+    if not isinstance(epoch, int | float):
+        return epoch  # None: until lifted
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def log_block(notice: dict[str, Any]) -> None:
+    """One log record whose fields are the notice's (not a JSON string inside the
+    JSON line), with times as ISO 8601 UTC rather than epoch floats."""
+    fields = {**notice, "since": _iso(notice.get("since")), "until": _iso(notice.get("until"))}
+    fields["event"] = "auto-block"
+    fields["message"] = f"automatic block of {notice['subject']} for {notice['duration']}"
+    log.warning(fields["message"], extra={"fields": fields})
+
+
 class Escalator:
     """The background thread; one per process, started on first use."""
 
@@ -177,6 +192,7 @@ class Escalator:
         try:
             self.jobs.put_nowait(job)
         except queue.Full:
+            metrics.ESCALATION_DROPPED.inc()
             log.error("escalation queue full; dropped the job for %s", job.subject)
 
     def _work(self) -> None:
@@ -185,12 +201,14 @@ class Escalator:
             try:
                 notice = escalate(job)
                 if notice is not None:
-                    log.warning("automatic block: %s", json.dumps(notice, default=str))
+                    metrics.AUTO_BLOCKS.labels(kind=job.subject.kind).inc()
+                    log_block(notice)
                     esc = job.policy.limits.escalation
-                    if esc.webhook.url:
-                        post_webhook(esc.webhook, notice)
-                    if esc.email.to:
-                        send_email(esc.email, notice, sender=notice_sender(job.policy))
+                    if esc.webhook.url and not post_webhook(esc.webhook, notice):
+                        metrics.NOTICE_FAILURES.labels(channel="webhook").inc()
+                    sender = notice_sender(job.policy)
+                    if esc.email.to and not send_email(esc.email, notice, sender=sender):
+                        metrics.NOTICE_FAILURES.labels(channel="email").inc()
             except Exception:  # the thread must outlive any one job
                 log.exception("escalation of %s failed", job.subject)
             finally:
@@ -198,3 +216,4 @@ class Escalator:
 
 
 ESCALATOR = Escalator()
+metrics.ESCALATION_QUEUE.set_function(ESCALATOR.jobs.qsize)

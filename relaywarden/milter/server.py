@@ -12,15 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import stat
 import threading
 import time
-from pathlib import Path
 
 import Milter
 import milter as libmilter  # pymilter's C module, for smfi_stop
 
-from relaywarden import metrics, wideblocks
+from relaywarden import engine, metrics, wideblocks
+from relaywarden.daemon import banner, gauges, notify, schema, sockets
 from relaywarden.desk import agent
 from relaywarden.milter import workers
 from relaywarden.milter.adapter import TRANSACTIONS, RelayWardenMilter
@@ -31,13 +30,6 @@ from relaywarden.trace import record as trace_record
 log = logging.getLogger("relaywarden.server")
 
 
-def _unix_path(listen: str) -> Path | None:
-    for prefix in ("unix:", "local:"):
-        if listen.startswith(prefix):
-            return Path(listen[len(prefix) :])
-    return None
-
-
 def _serve(runtime: Runtime, errors: list[BaseException]) -> None:
     policy = runtime.policy
     try:
@@ -46,17 +38,62 @@ def _serve(runtime: Runtime, errors: list[BaseException]) -> None:
         errors.append(exc)
 
 
-def _fix_socket_mode(path: Path, mode: int, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if path.exists() and stat.S_ISSOCK(path.stat().st_mode):
-            path.chmod(mode)
-            return
-        time.sleep(0.01)
+def announce(runtime: Runtime) -> None:
+    """The start-up line, then one warning per check the policy leaves off."""
+    policy = runtime.policy
+    line = banner.startup_line(policy, runtime.policy_path)
+    fields = banner.startup_fields(policy, runtime.policy_path)
+    log.info(line, extra={"fields": {"event": "start", "message": line, **fields}})
+    for warning in banner.warnings(policy, runtime.policy_path):
+        log.warning("%s", warning)
+
+
+def prepare(runtime: Runtime) -> None:
+    """Everything that can fail before serving, each failure one CannotListen line:
+    the milter and metrics addresses taken, a socket owner or group unknown."""
+    milter = runtime.policy.milter
+    sockets.probe(milter.listen, "milter")
+    listen = runtime.policy.metrics.listen
+    if listen:
+        sockets.probe_hostport(listen, f"metrics address {listen}")
+    unix = sockets.unix_path(milter.listen)
+    if unix is not None:
+        problems = sockets.check_names(milter.socket_owner, milter.socket_group)
+        if problems:
+            raise sockets.CannotListen(f"cannot listen on {milter.listen}: {'; '.join(problems)}")
+        try:
+            sockets.prepare_dir(
+                unix, int(milter.socket_dir_mode, 8), milter.socket_owner, milter.socket_group
+            )
+        except OSError as exc:
+            raise sockets.CannotListen(
+                f"cannot listen on {milter.listen}: cannot create {unix.parent}: {exc.strerror}"
+            ) from None
+
+
+def _start_checks(runtime: Runtime) -> int:
+    """The start-up line, the Redis layout, the addresses: 0, or the exit status."""
+    announce(runtime)
+    try:
+        schema.check(runtime.store)
+    except schema.SchemaMismatch as exc:
+        log.error("%s", exc)
+        return schema.EXIT_SCHEMA
+    try:
+        prepare(runtime)
+    except sockets.CannotListen as exc:
+        log.error("%s", exc)
+        return sockets.EXIT_CANNOT_LISTEN
+    return 0
 
 
 def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) -> int:
     """Serve until SIGTERM. `factory` lets a benchmark run a variant of the adapter."""
     policy = runtime.policy
+    if not workers.in_worker():  # the parent (or the only process) checks once
+        code = _start_checks(runtime)
+        if code:
+            return code
     factory = factory.for_listen(policy.milter.listen)
     factory.runtime = runtime
     Milter.factory = factory
@@ -75,8 +112,13 @@ def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) 
         log.warning("no [[trace.keys]] in the policy: messages are not stamped with a trace token")
     agent.attach(runtime)  # quarantine index hook; queued desk actions if enabled
     outcomes.attach(runtime)  # queue id -> identity, login blocks; the log watcher if enabled
-    if policy.metrics.listen:
-        metrics.serve(policy.metrics.listen)
+    try:
+        if policy.metrics.listen:
+            gauges.install(runtime, [check.name for check in engine.CHECKS])
+            metrics.serve(policy.metrics.listen)
+    except OSError as exc:  # the metrics port taken between the probe and the bind
+        log.error("cannot listen on metrics %s: %s", policy.metrics.listen, exc.strerror)
+        return sockets.EXIT_CANNOT_LISTEN
 
     stop = threading.Event()
     reload = threading.Event()
@@ -84,26 +126,40 @@ def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) 
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: reload.set())
 
-    unix = _unix_path(policy.milter.listen)
-    mode = int(policy.milter.socket_mode, 8)
+    milter = policy.milter
+    unix = sockets.unix_path(milter.listen)
+    mode = int(milter.socket_mode, 8)
+    # libmilter creates the socket with the umask's mode: never wider than asked.
     old_umask = os.umask(0o777 & ~mode) if unix else None
     errors: list[BaseException] = []
     worker = threading.Thread(target=_serve, args=(runtime, errors), name="libmilter", daemon=True)
     worker.start()
+    deadline = time.monotonic() + 5
     if unix is not None and old_umask is not None:
-        _fix_socket_mode(unix, mode, time.monotonic() + 5)
+        sockets.wait_and_fix(unix, mode, milter.socket_owner, milter.socket_group, deadline)
         os.umask(old_umask)
-    log.info("listening on %s", policy.milter.listen)
+    # A worker's parent tells systemd (NotifyAccess=main); a worker does not.
+    tell = not workers.in_worker()
+    if sockets.wait_listening(milter.listen, deadline) and worker.is_alive():
+        log.info("listening on %s", milter.listen)
+        if tell:
+            notify.ready(f"serving on {milter.listen} ({milter.mode})")
 
     while not stop.is_set() and worker.is_alive():
         stop.wait(0.2)
         if reload.is_set():
             reload.clear()
+            if tell:
+                notify.reloading()
             ok = runtime.reload()
             metrics.POLICY_RELOADS.labels(result="ok" if ok else "refused").inc()
+            if tell:
+                notify.ready(f"serving on {milter.listen}; last reload {'ok' if ok else 'refused'}")
     if errors:
         log.error("milter stopped: %s", errors[0])
         return 1
+    if tell:
+        notify.stopping()
     return _shutdown(runtime, worker)
 
 

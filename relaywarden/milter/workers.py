@@ -31,6 +31,7 @@ import Milter
 import milter as libmilter
 
 from relaywarden import metrics
+from relaywarden.daemon import notify, sockets
 from relaywarden.inventory import build_inventory
 from relaywarden.runtime import Runtime, _resolver_for, _store_for
 
@@ -80,6 +81,7 @@ def open_listener(runtime: Runtime) -> None:
         if old_umask is not None:
             os.umask(old_umask)
     if unix is not None:
+        sockets.set_owner(unix, policy.socket_owner, policy.socket_group)
         unix.chmod(mode)
 
 
@@ -176,15 +178,20 @@ class Supervisor:
             self.count,
             " ".join(str(p) for p in self.children),
         )
+        listen = self.runtime.policy.milter.listen
+        notify.ready(f"serving on {listen} with {self.count} workers")
         while not self.stop.is_set():
             self.stop.wait(0.2)
             self.reap()
             if self.reload.is_set():
                 self.reload.clear()
                 # Our copy too: a worker started after this gets the new policy.
-                self.runtime.reload()
+                notify.reloading()
+                ok = self.runtime.reload()
+                notify.ready(f"serving on {listen}; last reload {'ok' if ok else 'refused'}")
                 _close_inventory(self.runtime)
                 self.signal_all(signal.SIGHUP)
+        notify.stopping()
         return self.shutdown()
 
     def shutdown(self) -> int:

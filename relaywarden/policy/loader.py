@@ -2,15 +2,43 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from relaywarden.policy.crosscheck import cross_errors
 from relaywarden.policy.schema import Policy
 
-DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "policies" / "default.toml"
+# The documented default policy ships inside the package (package data), so an
+# installed relay finds it without a source tree. In the repository it is a
+# symlink to policies/default.toml: one file, documented in one place.
+DEFAULT_POLICY = Path(__file__).resolve().parents[1] / "defaults" / "policy.toml"
+SYSTEM_POLICY = Path("/etc/relaywarden/policy.toml")
+CONFIG_ENV = "RELAYWARDEN_CONFIG"
+
+
+def discover_policy(
+    explicit: Path | str | None = None,
+    environ: Mapping[str, str] = os.environ,
+    system: Path = SYSTEM_POLICY,
+) -> Path:
+    """The policy file a command reads: `--config`, else $RELAYWARDEN_CONFIG, else
+    /etc/relaywarden/policy.toml, else the packaged default.
+
+    An explicit or environment path is used even when missing (the load then says
+    "cannot read"): a typo must not silently fall back to the defaults.
+    """
+    if explicit is not None and str(explicit) != "":
+        return Path(explicit)
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV])
+    if system.exists():
+        return system
+    return DEFAULT_POLICY
 
 
 class PolicyError(Exception):
@@ -44,10 +72,15 @@ def _describe(exc: ValidationError, source: str) -> list[str]:
 
 
 def policy_from_dict(data: dict[str, Any], source: str = "<policy>") -> Policy:
+    """The validated policy, or a PolicyError with every problem found in one pass."""
+    cross = [f"{source}: {where}: {reason}" for where, reason in cross_errors(data)]
     try:
-        return Policy.model_validate(data)
+        policy = Policy.model_validate(data, context={"cross_checked": True})
     except ValidationError as exc:
-        raise PolicyError(_describe(exc, source)) from None
+        raise PolicyError(_describe(exc, source) + cross) from None
+    if cross:
+        raise PolicyError(cross)
+    return policy
 
 
 def load_policy(path: Path | str | None = None) -> Policy:

@@ -10,9 +10,10 @@ import os
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from relaywarden.policy.content import CampaignsSection, ContentSection, ReputationSection
+from relaywarden.policy.crosscheck import cross_errors
 from relaywarden.policy.desk import QuarantineSection, WebSection
 from relaywarden.policy.forgery import (
     BrandsSection,
@@ -22,7 +23,7 @@ from relaywarden.policy.forgery import (
     SenderCheckSection,
 )
 from relaywarden.policy.inventory import CustomerEntry
-from relaywarden.policy.limits import LimitsSection, Plan, check_plans
+from relaywarden.policy.limits import LimitsSection, Plan
 from relaywarden.policy.outcomes import ComplaintsSection, LoginsSection, OutcomesSection
 from relaywarden.policy.trace import TraceSection
 from relaywarden.policy.types import Duration, Section, SubjectField
@@ -40,6 +41,16 @@ class MilterSection(Section):
     io_timeout: Duration = 30.0
     shutdown_grace: Duration = 10.0
     socket_mode: str = "0660"
+    # Owner and group of a unix socket (names or numbers; empty: the process's).
+    # Postfix's smtpd opens it as user postfix with only group postfix: use
+    # socket_group = "postfix" and give the service that group.
+    socket_owner: str = ""
+    socket_group: str = ""
+    # Mode of the socket's directory when the milter has to create it.
+    socket_dir_mode: str = "0750"
+    # "enforce" applies verdicts; "shadow" computes, logs and counts them but
+    # accepts every message and blocks nothing automatically (a rollout).
+    mode: Literal["enforce", "shadow"] = "enforce"
     # Milter processes sharing one listening socket (one GIL each): a number, or
     # "auto" for one per CPU the process may run on.
     workers: int | Literal["auto"] = Field(default=1)
@@ -65,11 +76,18 @@ class MilterSection(Section):
             )
         return value
 
-    @field_validator("socket_mode")
+    @field_validator("socket_mode", "socket_dir_mode")
     @classmethod
     def _mode(cls, value: str) -> str:
         if not re.fullmatch(r"0?[0-7]{3}", value):
             raise ValueError("an octal file mode such as '0660'")
+        return value
+
+    @field_validator("socket_owner", "socket_group")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?", value):
+            raise ValueError("a user or group name, or a number")
         return value
 
 
@@ -192,11 +210,12 @@ class Policy(Section):
         return self
 
     @model_validator(mode="after")
-    def _unique_customers(self) -> Policy:
-        seen: set[str] = set()
-        for customer in self.customers:
-            if customer.id in seen:
-                raise ValueError(f"customer id {customer.id!r} is listed twice")
-            seen.add(customer.id)
-        check_plans(self.plans, self.limits, [c.plan for c in self.customers])
+    def _cross_checks(self, info: ValidationInfo) -> Policy:
+        # The loader runs these on the raw file (to report them in the same pass
+        # as per-key errors) and says so; a policy built in code gets them here.
+        if info.context and info.context.get("cross_checked"):
+            return self
+        errors = cross_errors(self.model_dump())
+        if errors:
+            raise ValueError("; ".join(f"{where}: {reason}" for where, reason in errors))
         return self
