@@ -16,6 +16,7 @@ BENCHES = [
     "bench.content",
     "bench.adapter",
     "bench.paired",
+    "bench.outcomes",
 ]
 
 failed = []

@@ -112,10 +112,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--without-content",
+        action="store_true",
+        help="content view, campaigns and spam budget off (to measure what they cost)",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="rw-bench-"))
     workdir.chmod(0o755)
-    (workdir / "policy.toml").write_text(BENCH_POLICY)
+    extra = "\n[content]\nenabled = false\n\n[campaigns]\nenabled = false\n"
+    (workdir / "policy.toml").write_text(BENCH_POLICY + (extra if args.without_content else ""))
     redis, sink, dns = RedisServer(), Sink(), DnsServer(workdir / "dns")
     rates: dict[str, list[float]] = {v: [] for v in VARIANTS}
     try:

@@ -50,6 +50,10 @@ def unblock(
 ) -> bool:
     """Lift a block; True if there was one. Audited either way."""
     removed = store.remove_block(subject)
+    # The hits that earned an automatic block go with it (escalation imports us).
+    from relaywarden.limits.escalation import forget
+
+    forget(store, subject)
     _audit(store, actor, "unblock", subject, reason, via, was_blocked=removed)
     return removed
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from relaywarden import metrics
 from relaywarden.checks import Check, Context, Stage, addresses, blocks, headers, limits, sender
 from relaywarden.content import checks as content
-from relaywarden.content import reputation
+from relaywarden.content import reputation, rspamd
 from relaywarden.errors import DependencyError
 from relaywarden.identity import Sender
 from relaywarden.logins import spread as logins
@@ -44,6 +44,7 @@ CHECKS: tuple[Check, ...] = (
     sender.MESSAGE,
     content.CHECK,
     reputation.CHECK,
+    rspamd.CHECK,
 )
 
 # Fault injection for the end-to-end test of "an exception inside the engine":

@@ -14,7 +14,8 @@ from relaywarden.message import IPAddress, Message
 from relaywarden.ownership import EMPTY as NO_OWNERS
 from relaywarden.ownership import DomainOwners, owners_for
 from relaywarden.policy.inventory import CustomerEntry, Network
-from relaywarden.subjects import Subject
+from relaywarden.returnpath import sender_key
+from relaywarden.subjects import Subject, fold_login
 
 DEFAULT_IPV6_PREFIX = 64
 
@@ -51,7 +52,7 @@ class Sender:
         if self.sasl_user:
             subjects.append(Subject("user", self.sasl_user))
         if message.mail_from:
-            subjects.append(Subject("sender", message.mail_from.lower()))
+            subjects.append(Subject("sender", sender_key(message.mail_from)))
         return subjects
 
 
@@ -65,7 +66,7 @@ class Inventory:
 
     def __init__(self, customers: list[CustomerEntry]) -> None:
         self.customers = {c.id: c for c in customers}
-        self._by_user = {u: c for c in customers for u in c.sasl_users}
+        self._by_user = {fold_login(u): c for c in customers for u in c.sasl_users}
         nets: list[tuple[Network, CustomerEntry]] = [
             (net, c) for c in customers for net in c.parsed_networks()
         ]
@@ -73,8 +74,9 @@ class Inventory:
         self._by_net = sorted(nets, key=lambda item: item[0].prefixlen, reverse=True)
 
     def lookup(self, address: IPAddress | None, sasl_user: str) -> CustomerEntry | None:
-        if sasl_user and sasl_user in self._by_user:
-            return self._by_user[sasl_user]
+        login = fold_login(sasl_user)
+        if login and login in self._by_user:
+            return self._by_user[login]
         if address is None:
             return None
         for net, customer in self._by_net:
@@ -95,7 +97,7 @@ def identify(
         vps=vps_key(message.client_address, ipv6_prefix),
         customer=customer.id if customer else None,
         plan=customer.plan if customer else "default",
-        sasl_user=message.sasl_user,
+        sasl_user=fold_login(message.sasl_user),
         envelope_domain=message.sender_domain,
         owned_domains=frozenset(customer.domains) if customer else frozenset(),
         domain_owners=owners_for(inventory.customers),

@@ -26,6 +26,7 @@ from relaywarden.policy import Policy, PolicyError
 from relaywarden.policy.inventory import CustomerEntry
 from relaywarden.policy.limits import plan_named
 from relaywarden.store import RedisStore, redis_errors
+from relaywarden.subjects import fold_login
 
 log = logging.getLogger("relaywarden.inventory")
 
@@ -47,8 +48,9 @@ class IndexedInventory(Inventory):
         self._lengths = sorted(self._index, key=lambda k: k[1], reverse=True)
 
     def lookup(self, address: IPAddress | None, sasl_user: str) -> CustomerEntry | None:
-        if sasl_user and sasl_user in self._by_user:
-            return self._by_user[sasl_user]
+        login = fold_login(sasl_user)
+        if login and login in self._by_user:
+            return self._by_user[login]
         if address is None:
             return None
         bits = 32 if address.version == 4 else 128

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Protocol
 
 import redis
+import redis.sentinel
 
 from relaywarden import fastjson
 from relaywarden.errors import StoreError
@@ -56,6 +57,10 @@ class Outcome:
 # quarantined message...) registers here and is queued on one pipeline, so the
 # end of a message costs one Redis round trip however many features record it.
 FinishHook = Callable[["RedisStore", "redis.client.Pipeline", Outcome], None]
+# Work for a transaction that ends with no final decision (aborted, every recipient
+# refused, connection closed): e.g. giving a rate-limit reservation back. Queued on
+# the pipeline that records its recipient decisions: still one round trip.
+AbandonHook = Callable[["RedisStore", "redis.client.Pipeline", Message], None]
 
 # Message.notes key: the replies of the end-of-message pipeline, for hooks whose
 # command's answer may still move the verdict (content/campaigns.py).
@@ -70,19 +75,63 @@ def redis_errors(what: str) -> Iterator[None]:
         raise StoreError(f"redis {what}: {type(exc).__name__}: {exc}") from exc
 
 
-def connect(url: str, timeout: float) -> redis.Redis:
-    """One client (and pool) per process, shared by all milter threads."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=30,
-        max_connections=256,
+SENTINEL_SCHEME = "redis+sentinel://"
+
+
+def _noscript(result: object) -> bool:
+    return isinstance(result, redis.exceptions.NoScriptError) or (
+        isinstance(result, redis.exceptions.ResponseError) and str(result).startswith("NOSCRIPT")
     )
+
+
+def connect(url: str, timeout: float) -> redis.Redis:
+    """One client (and pool) per process, shared by all milter threads.
+
+    `redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]` asks the Sentinels
+    for SERVICE's master (redis-py's own Sentinel client): after a failover the
+    next connection goes to the new master, and meanwhile `[redis] on_error` applies.
+    """
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "health_check_interval": 30,
+        "max_connections": 256,
+    }
+    if url.startswith(SENTINEL_SCHEME):
+        nodes, service, db = parse_sentinel_url(url)
+        # redis-py's Sentinel client is untyped; master_for returns a redis.Redis.
+        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            nodes, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        master: redis.Redis = sentinel.master_for(service, db=db, **options)  # type: ignore[no-untyped-call]
+        return master
+    return redis.Redis.from_url(url, **options)
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int]:
+    """(sentinel nodes, service name, db) of a redis+sentinel:// URL; ValueError if bad."""
+    rest = url.removeprefix(SENTINEL_SCHEME)
+    hosts, _, path = rest.partition("/")
+    service, _, db = path.partition("/")
+    nodes = []
+    for item in hosts.split(","):
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"{item!r} is not HOST:PORT of a Sentinel")
+        nodes.append((host.strip("[]"), int(port)))
+    if not service:
+        raise ValueError("name the Sentinel service: redis+sentinel://HOST:PORT/SERVICE")
+    if db and not db.isdigit():
+        raise ValueError(f"database {db!r} is not a number")
+    return nodes, service, int(db or 0)
 
 
 class RedisStore:
     finish_hooks: ClassVar[list[FinishHook]] = []  # features register at import
+    abandon_hooks: ClassVar[list[AbandonHook]] = []
+    # Load the Lua scripts into a Redis that lacks them (restart, failover to a
+    # replica that never saw SCRIPT LOAD): registered by limits/scripts.py.
+    script_loaders: ClassVar[list[Callable[[redis.Redis], None]]] = []
 
     def __init__(self, client: redis.Redis, prefix: str = "rw", events_maxlen: int = 100_000):
         self.client = client
@@ -153,7 +202,7 @@ class RedisStore:
                 self._add_event(pipe, event)
             for hook in self.finish_hooks:
                 hook(self, pipe, outcome)
-            results = pipe.execute(raise_on_error=False)
+            results = self._execute(pipe)
             outcome.message.notes[FINISH_RESULTS] = results
             for result in results:
                 if isinstance(result, redis.RedisError):
@@ -168,6 +217,39 @@ class RedisStore:
             for event in events:
                 self._add_event(pipe, event)
             pipe.execute()
+
+    def abandon(self, message: Message, events: Sequence[dict[str, Any]] = ()) -> None:
+        """A transaction ended without a final decision: its recipient decisions and
+        every abandon hook (reservations given back), one round trip, none if idle."""
+        with redis_errors("ending a transaction"):
+            pipe = self.client.pipeline(transaction=False)
+            for event in events:
+                self._add_event(pipe, event)
+            for hook in self.abandon_hooks:
+                hook(self, pipe, message)
+            if len(pipe):
+                for result in self._execute(pipe):
+                    if isinstance(result, redis.RedisError):
+                        raise result
+
+    def _execute(self, pipe: redis.client.Pipeline) -> list[Any]:
+        """Run a recording pipeline; replies in order, errors as values. Scripts Redis
+        no longer knows (NOSCRIPT, after a restart or a failover) are loaded and just
+        those commands run again: a decision answered 250 is still counted, and
+        nothing else runs twice."""
+        stack = list(pipe.command_stack)
+        results: list[Any] = pipe.execute(raise_on_error=False)
+        missing = [n for n, result in enumerate(results) if _noscript(result)]
+        if missing:
+            for load in self.script_loaders:
+                load(self.client)
+            again = self.client.pipeline(transaction=False)
+            for n in missing:
+                args, options = stack[n]
+                again.execute_command(*args, **options)  # type: ignore[no-untyped-call]
+            for n, result in zip(missing, again.execute(raise_on_error=False), strict=True):
+                results[n] = result
+        return results
 
     def _add_event(self, pipe: redis.client.Pipeline, event: dict[str, Any]) -> None:
         pipe.xadd(

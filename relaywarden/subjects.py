@@ -11,9 +11,17 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Literal
 
+from relaywarden.returnpath import sender_key
+
 SubjectKind = Literal["network", "vps", "customer", "user", "sender", "domain"]
 KINDS: tuple[SubjectKind, ...] = ("network", "vps", "customer", "user", "sender", "domain")
 MAX_VALUE = 320  # the longest valid mailbox; anything longer is not a real subject
+
+
+def fold_login(login: str) -> str:
+    """SASL logins compare case-insensitively (`Bob` and `bob` are one login):
+    folded the same way in the inventory, the scopes and `user:` blocks."""
+    return login.strip().casefold()
 
 
 class SubjectError(ValueError):
@@ -81,8 +89,11 @@ def parse_subject(text: str, ipv6_prefix: int | None = None) -> Subject:
             raise SubjectError(f"subject {text!r}: {exc}") from exc
     if kind == "vps":
         value = canonical_vps(value, ipv6_prefix)
-    if kind in ("sender", "domain", "user"):
-        value = value.lower() if kind != "user" else value
+    if kind == "user":
+        value = fold_login(value)
+    if kind == "sender":
+        value = sender_key(value)  # VERP, SRS, BATV, +tag: the sender they stand for
     if kind == "domain":
+        value = value.lower()
         value = value.rstrip(".")
     return Subject(kind, value)

@@ -24,7 +24,8 @@ if [ "$PROFILE" = dev ]; then
   # chromium: the desk's browser test; docker-compose only checks docker-compose.yml
   # (`docker-compose config`, no engine runs here); systemd: `systemd-analyze verify`
   # of the units in dist/systemd.
-  PACKAGES+=(chromium docker-compose systemd)
+  # rspamd: the optional content scanner's end-to-end test (its service is not started).
+  PACKAGES+=(chromium docker-compose systemd rspamd)
 fi
 
 missing=()

@@ -11,7 +11,7 @@ from typing import Any
 import redis
 
 from relaywarden import engine
-from relaywarden.checks import Stage, blocks, limits
+from relaywarden.checks import Check, Stage, blocks, limits
 from relaywarden.decisionlog import decision_fields
 from relaywarden.errors import StoreError
 from relaywarden.identity import Inventory, identify
@@ -45,8 +45,11 @@ def transaction(
     rcpts: tuple[str, ...] = ("a@example.org",),
     login: str = "",
     size: int = 1000,
+    extra: tuple[Check, ...] = (),
 ) -> Result:
-    """MAIL, each RCPT, EOM through engine.decide, recording like the adapter does."""
+    """MAIL, each RCPT, EOM through engine.decide, recording like the adapter does
+    (`extra`: checks of the test's own beside the limit path)."""
+    checks = (*LIMIT_CHECKS, *extra)
     msg = Message(client_address=normalise_ip(client), sasl_user=login, mail_from=mail_from)
     sender = identify(msg, Inventory(policy.customers), policy.identity.ipv6_prefix)
 
@@ -55,25 +58,25 @@ def transaction(
         with contextlib.suppress(StoreError):  # as in the adapter: a record, not a gate
             store.finish(Outcome(msg, sender, verdict, fields))
 
-    verdict = engine.decide(msg, sender, policy, store, stage=Stage.MAIL, checks=LIMIT_CHECKS)
+    verdict = engine.decide(msg, sender, policy, store, stage=Stage.MAIL, checks=checks)
     if verdict.action not in (Action.ACCEPT, Action.QUARANTINE):
         record(verdict, Stage.MAIL)
         return Result(Stage.MAIL, verdict)
     carried = list(verdict.findings) if verdict.action == Action.QUARANTINE else []
     refused = []
     for rcpt in rcpts:
-        v = engine.decide(
-            msg, sender, policy, store, stage=Stage.RCPT, rcpt=rcpt, checks=LIMIT_CHECKS
-        )
+        v = engine.decide(msg, sender, policy, store, stage=Stage.RCPT, rcpt=rcpt, checks=checks)
         if v.action in (Action.ACCEPT, Action.QUARANTINE):
             msg.add_rcpt(rcpt)
         else:
             record(v, Stage.RCPT)
             refused.append(rcpt)
     if not msg.rcpts:  # Postfix ends a transaction with no recipient before DATA
+        with contextlib.suppress(StoreError):  # as in the adapter: the reservation back
+            store.abandon(msg)
         return Result(Stage.RCPT, v, refused)
     msg.body_size = size
-    verdict = engine.decide(msg, sender, policy, store, stage=Stage.EOM, checks=LIMIT_CHECKS)
+    verdict = engine.decide(msg, sender, policy, store, stage=Stage.EOM, checks=checks)
     if carried:
         verdict = engine.combine([*carried, *verdict.findings], policy, verdict.ref)
     record(verdict, Stage.EOM)

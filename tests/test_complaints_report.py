@@ -69,3 +69,29 @@ def test_rate_limit_per_client() -> None:
     assert limit.allow("192.0.2.2")
     now[0] += 61
     assert limit.allow("192.0.2.1")
+
+
+def test_maildir_pass(redis_store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from relaywarden.complaints.maildir import read_maildir
+    from relaywarden.complaints.service import recent
+    from relaywarden.policy.schema import Policy
+
+    box = tmp_path / "abuse"
+    for sub in ("new", "cur", "tmp"):
+        (box / sub).mkdir(parents=True)
+    (box / "new" / "1.arf").write_bytes(arf(ORIGINAL))
+    (box / "new" / "2.junk").write_bytes(b"\x00\xff not a report")
+    (box / "new" / "3.big").write_bytes(b"x" * 20_000)
+    policy = Policy.model_validate({"complaints": {"max_size": 10_000}})
+    done = read_maildir(redis_store, policy, box)
+    assert (done.recorded, done.too_large, done.failed) == (2, 1, 0)
+    assert sorted(p.name for p in (box / "cur").iterdir()) == [
+        "1.arf:2,S",
+        "2.junk:2,S",
+        "3.big:2,S",
+    ]
+    assert not list((box / "new").iterdir())
+    kept = recent(redis_store)
+    assert len(kept) == 2 and not any(e["attributed"] for e in kept)  # no trace keys here
+    assert {e["kind"] for e in kept} == {"arf", "forward"}
+    assert read_maildir(redis_store, policy, box).recorded == 0  # nothing read twice

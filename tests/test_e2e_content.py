@@ -93,6 +93,15 @@ def test_twelve_vpses_five_copies_each_stopped_after_the_first_copies(stack: Sta
     # copy out; the third sender (a third customer) makes it a campaign, and that
     # copy and every later one are held.
     assert fates == ["delivered"] * 2 + ["held"] * 58
+    # Each of VPS 3-12 had five copies held: its spam budget ([spam_budget]
+    # defaults: 5 within 10m) is spent and it is blocked, whatever it sends next.
+    nxt = stack.send(
+        "a@vps3.example", ["x@example.org"], message("a@vps3.example"), client="198.51.100.3"
+    )
+    assert (nxt.code, nxt.enhanced) == (550, "5.7.1")
+    assert (
+        "automatic: 5 spam verdicts within 10m" in cli(stack, "status", "vps:198.51.100.3").stdout
+    )
     listed = cli(stack, "campaigns", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     (campaign,) = [c for c in json.loads(listed.stdout) if c["subject"] == "Claim your prize"]

@@ -85,6 +85,13 @@ url = "{receiver.url}"
 attempts = 3
 backoff = "100ms"
 
+[limits.escalation]
+hits = 3
+block_for = "1h"
+# The test's deferrals come within seconds: count each one (the default counts
+# one hit per subject per sub-window).
+distinct_hits = false
+
 [logins]
 max_networks = 10
 block_for = "1h"
@@ -164,6 +171,14 @@ def test_bouncing_vps_is_deferred_and_its_neighbour_is_not(
     assert "bounced" in result.text
     # The neighbour sends on.
     assert send(stack, cafe, "guest@example.org", "news@cafe.example") == 250
+    # Deferred again and again, the blaster is blocked by escalation (3 hits).
+    for _ in range(2):
+        assert send(stack, blaster, "x@example.org", "list@shop.example") == 451
+    poll_until(
+        lambda: bool(store.blocks_for([Subject("vps", blaster)])), 10, "the blaster auto-blocked"
+    )
+    (block,) = store.blocks_for([Subject("vps", blaster)])
+    assert block.set_by == "relaywarden"
     # The warning notice reached the abuse team once per subject and kind.
     warned = {(n["subject"], n["kind"]) for n in receiver.notices if "kind" in n}
     assert ("vps:203.0.113.50", "bounced") in warned

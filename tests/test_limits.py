@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relaywarden import audit
+from relaywarden.checks import Check, Stage
 from relaywarden.checks import limits as limits_check
 from relaywarden.devstack.sink import Sink
 from relaywarden.identity import Inventory
@@ -27,7 +28,7 @@ from relaywarden.policy.inventory import CustomerEntry
 from relaywarden.policy.limits import EmailSection, WebhookSection
 from relaywarden.store import RedisStore
 from relaywarden.subjects import parse_subject
-from relaywarden.verdict import Action
+from relaywarden.verdict import Action, Finding
 from tests.limits_support import count_round_trips, transaction
 
 BASE: dict[str, Any] = {
@@ -167,34 +168,54 @@ def test_findings_shrink_the_limits_and_clean_time_restores_them(
             == Action.QUARANTINE
         )
     assert limit_now(store, pol) == 5
-    # Feedback comes from the mail's own findings: a burst scored to quarantine.
+    # Nor does a burst: a quarantine for a burst alone must not shrink the send it stopped.
     pol_burst = policy(
         limits={
             "adaptive": {"shrink": 0.1, "min_factor": 0.4, "half_life": "1h"},
             "burst": {"floor": 1, "score": 5.0},
         }
     )
+    clock(1.8e9 - 86400 - 60)  # a day of history: the baseline exists
+    assert transaction(store, pol_burst, client="203.0.113.8").accepted
+    clock(1.8e9 + 200)
+    results = [transaction(store, pol_burst, client="203.0.113.8") for _ in range(4)]
+    assert [r.verdict.action for r in results] == [Action.ACCEPT] * 2 + [Action.QUARANTINE] * 2
+    assert limit_now(store, pol_burst, 1.8e9 + 200, "203.0.113.8") == 5
+    # Feedback comes from the mail's own findings: content scored to quarantine.
+    pol_feedback = policy(
+        limits={"adaptive": {"shrink": 0.1, "min_factor": 0.4, "half_life": "1h"}}
+    )
     clock(1.8e9 + 120)
-    results = [transaction(store, pol_burst) for _ in range(3)]
+    results = [transaction(store, pol_feedback, extra=(SPAMMY,)) for _ in range(3)]
     assert [r.verdict.action for r in results] == [Action.QUARANTINE] * 3
-    assert limit_now(store, pol_burst, 1.8e9 + 120) == 3  # penalty 3 -> factor 0.7 of 5
-    assert limit_now(store, pol_burst, 1.8e9 + 120 + 10 * 3600) == 5  # recovered
+    assert limit_now(store, pol_feedback, 1.8e9 + 120) == 3  # penalty 3 -> factor 0.7 of 5
+    assert limit_now(store, pol_feedback, 1.8e9 + 120 + 10 * 3600) == 5  # recovered
 
 
-def limit_now(store: RedisStore, pol: Any, at: float = 1.8e9) -> int:
+SPAMMY = Check(
+    "test.content",
+    Stage.EOM,
+    lambda ctx: [Finding(check="content", name="spammy", score=5.0, reason="spammy")],
+)
+
+
+def limit_now(store: RedisStore, pol: Any, at: float = 1.8e9, vps: str = "203.0.113.7") -> int:
     status = subject_status(
-        store, pol, parse_subject("vps:203.0.113.7"), Inventory(pol.customers), repr(at)
+        store, pol, parse_subject(f"vps:{vps}"), Inventory(pol.customers), repr(at)
     )
     return int(
         next(w["limit"] for w in status["windows"] if w["unit"] == "messages" and w["window"] == 60)
     )
 
 
-def test_burst_above_baseline_is_a_scored_finding(store: RedisStore) -> None:
+def test_burst_above_baseline_is_a_scored_finding(store: RedisStore, clock: Any) -> None:
     pol = policy(
         plans={**BASE["plans"], "small": {"messages": ["1000/1m"]}},
         limits={"burst": {"floor": 4, "score": 6.0}},
     )
+    clock(1.8e9 - 86400 - 60)  # a day of history: the baseline exists
+    assert transaction(store, pol).accepted
+    clock(1.8e9)
     results = [transaction(store, pol) for _ in range(6)]
     assert [r.verdict.action for r in results] == [Action.ACCEPT] * 5 + [Action.QUARANTINE]
     burst = next(f for f in results[-1].verdict.findings if f.name == "burst-volume")
@@ -202,7 +223,18 @@ def test_burst_above_baseline_is_a_scored_finding(store: RedisStore) -> None:
 
 
 def test_repeated_hits_block_the_vps_for_longer_each_time(store: RedisStore) -> None:
-    pol = policy(limits={"escalation": {"hits": 3, "block_for": "1h", "growth": 4}})
+    # Every hit counted and 550 once blocked: this policy says so explicitly.
+    pol = policy(
+        limits={
+            "escalation": {
+                "hits": 3,
+                "block_for": "1h",
+                "growth": 4,
+                "distinct_hits": False,
+                "action": "reject",
+            }
+        }
+    )
     jobs: list[escalation.Job] = []
     original = escalation.ESCALATOR.submit
     escalation.ESCALATOR.submit = jobs.append  # type: ignore[method-assign]
@@ -223,7 +255,10 @@ def test_repeated_hits_block_the_vps_for_longer_each_time(store: RedisStore) -> 
     assert escalation.escalate(jobs[0]) is None  # already blocked: nothing twice
     trail = audit.read(store)
     assert (trail[0].actor, trail[0].action, trail[0].via) == ("relaywarden", "block", "milter")
+    # The block and its claim run out (as they do after block_for): the next
+    # escalation within `memory` lasts growth times longer.
     store.remove_block(parse_subject("vps:203.0.113.7"))
+    store.client.delete(escalation.claim_key(store, parse_subject("vps:203.0.113.7")))
     again = escalation.escalate(jobs[0])
     assert again is not None and again["duration"] == "4h" and again["automatic_blocks"] == 2
 

@@ -40,7 +40,7 @@ def lua_count(c: redis.Redis, key: str, window: float, now: float) -> int:
 
 def lua_add(c: redis.Redis, key: str, window: float, now: float, amount: int) -> None:
     spec = {"s": [{"c": [["m", window, NSUB, amount]], "u": [], "ttl": 100000}]}
-    c.evalsha(scripts.SHA["commit"], 1, key, repr(now), json.dumps(spec))
+    c.evalsha(scripts.SHA["commit"], 2, key, key + ":q", repr(now), json.dumps(spec))
 
 
 class Reference:

@@ -87,9 +87,14 @@ def test_automatic_block_is_counted_logged_flat_and_a_failed_notice_counted(
     before_blocks = value(metrics.AUTO_BLOCKS, kind="vps")
     before_failures = value(metrics.NOTICE_FAILURES, channel="webhook")
     worker = escalation.Escalator()
+    # The subject's state hash holds the hits that earned the block (escalation
+    # re-checks them when it runs): 10 in the current sub-window of the hour.
+    bucket = int(redis_store.client.time()[0]) // 360
+    redis_store.client.hset("rwtest:state:x", f"h3600:{bucket % 11}", f"{bucket}:10")
     with caplog.at_level(logging.WARNING, logger="relaywarden.escalation"):
         worker.submit(escalation.Job(redis_store, policy, subject, "rwtest:state:x"))
         worker.jobs.join()
+        worker.notices.join()  # notices have their own queue
     assert value(metrics.AUTO_BLOCKS, kind="vps") == before_blocks + 1
     assert value(metrics.NOTICE_FAILURES, channel="webhook") == before_failures + 1
     record = next(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from relaywarden.checks import BLOCKS_NOTE, Check, Context, Stage
 from relaywarden.policy.schema import BlockEntry
+from relaywarden.returnpath import sender_key
 from relaywarden.store import BlockRecord
 from relaywarden.verdict import Action, Finding, RejectReply, Reply, TempFailReply
 from relaywarden.wideblocks import WIDE
@@ -26,10 +27,10 @@ def _matches(entry: BlockEntry, ctx: Context) -> bool:
             return subject.value == ctx.sender.vps
         case "customer":
             return subject.value == ctx.sender.customer
-        case "user":
-            return bool(msg.sasl_user) and subject.value == msg.sasl_user
-        case "sender":
-            return bool(msg.mail_from) and subject.value == (msg.mail_from or "").lower()
+        case "user":  # both folded (subjects.fold_login)
+            return bool(ctx.sender.sasl_user) and subject.value == ctx.sender.sasl_user
+        case "sender":  # both reduced to the sender a return path stands for
+            return bool(msg.mail_from) and subject.value == sender_key(msg.mail_from or "")
         case "domain":
             domain = msg.sender_domain
             return bool(domain) and (

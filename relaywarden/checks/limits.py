@@ -1,13 +1,14 @@
-"""Rate limits and bursts: checked at MAIL FROM from one Redis round trip, then at
-each RCPT and at end of message from the allowance that round trip fetched."""
+"""Rate limits and bursts: admission at MAIL FROM is check-and-reserve in one Redis
+round trip (lua/reserve.lua); each RCPT and the end of message are decided
+locally against the allotment that reservation holds."""
 
 from __future__ import annotations
 
 import os
 
 from relaywarden.checks import BLOCKS_NOTE, Check, Context, Stage
-from relaywarden.limits.fetch import LimitState, fetch
-from relaywarden.limits.model import Binding, Burst
+from relaywarden.limits.fetch import LimitState, demand, fetch
+from relaywarden.limits.model import CODE, Binding, Burst
 from relaywarden.policy.durations import format_duration
 from relaywarden.store import RedisStore
 from relaywarden.verdict import Action, Finding, TempFailReply
@@ -57,24 +58,62 @@ def state_of(ctx: Context) -> LimitState | None:
 
 
 def run_mail(ctx: Context) -> list[Finding]:
+    """Check-and-reserve: admitted only with a reservation (reserve.lua), else 451."""
     if not ctx.policy.limits.enabled or not isinstance(ctx.store, RedisStore):
         return []
-    state = fetch(ctx.store, ctx.policy, ctx.sender, ctx.message, _TEST_CLOCK)
+    if _exempt(ctx):
+        return []
+    size = _declared_size(ctx.message.mail_params.get("SIZE", ""))
+    state = fetch(ctx.store, ctx.policy, ctx.sender, ctx.message, _TEST_CLOCK, size=size)
     ctx.message.notes[NOTE] = state
     ctx.message.notes[BLOCKS_NOTE] = state.blocks
     findings = [_burst(b, ctx.policy.limits.burst.score) for b in state.bursts]
-    size = _declared_size(ctx.message.mail_params.get("SIZE", ""))
-    for unit, binding in state.allow.items():
-        if binding.left <= 0 or (unit == "bytes" and size > binding.left):
-            findings.append(_over(binding, state.factor.reasons))
-    return findings
+    if state.admitted:
+        return findings
+    need, _ = demand(ctx.policy, size)
+    over = [
+        _over(binding, state.factor.reasons)
+        for unit, binding in state.allow.items()
+        if binding.left < need[CODE[unit]]
+    ]
+    # reserve.lua refused: at least one limit is short (the first if none reads so here).
+    return findings + (over or [_over(next(iter(state.allow.values())), state.factor.reasons)])
+
+
+def _exempt(ctx: Context) -> bool:
+    """The relay's own mail (notices, bounces submitted over SMTP) never counts
+    against, or gets blocked by, the relay's limits: `[limits] exempt` networks."""
+    address = ctx.message.client_address
+    return address is not None and any(
+        address.version == net.version and address in net
+        for net in ctx.policy.limits.exempt_networks
+    )
 
 
 def _declared_size(text: str) -> int:
     return int(text) if text.isdigit() and len(text) < 16 else 0
 
 
+# Recipients beyond what one message may reserve while the window still has room:
+# RFC 5321 4.5.3.1.10's "too many recipients"; the client sends them in another
+# message (Postfix does), and it is no limit hit.
+TOO_MANY = TempFailReply(
+    452, "4.5.3", "Too many recipients for one message, send the rest separately"
+)
+
+
+def _too_many() -> Finding:
+    return Finding(
+        check=NAME,
+        name="recipients-per-message",
+        action=Action.TEMPFAIL,
+        reply=TOO_MANY,
+        reason="too many recipients in one message",
+    )
+
+
 def run_rcpt(ctx: Context) -> list[Finding]:
+    """Decided locally against the MAIL FROM allotment: no round trip per recipient."""
     state = state_of(ctx)
     if state is None or not ctx.rcpt:
         return []
@@ -84,19 +123,25 @@ def run_rcpt(ctx: Context) -> list[Finding]:
         "unique_recipients": len({r.lower() for r in msg.rcpts} | {rcpt}),
         "unique_domains": len({r.rsplit("@", 1)[-1].lower() for r in [*msg.rcpts, rcpt]}),
     }
-    return [
-        _over(state.allow[unit], state.factor.reasons)
-        for unit, count in wanted.items()
-        if unit in state.allow and count > state.allow[unit].left
-    ]
+    for unit, count in wanted.items():
+        code = CODE[unit]
+        if code not in state.allot or count <= state.allot[code]:
+            continue
+        if state.allot[code] < state.want[code] and unit in state.allow:
+            state.rcpt_hits.add(state.allow[unit].scope)  # a hit, recorded at the end
+            return [_over(state.allow[unit], state.factor.reasons)]
+        return [_too_many()]
+    return []
 
 
 def run_eom(ctx: Context) -> list[Finding]:
     state = state_of(ctx)
-    if state is None or "bytes" not in state.allow:
+    if state is not None and _TEST_CLOCK:
+        state.clock = _TEST_CLOCK  # the commit happens now, as Redis TIME would say
+    if state is None or "b" not in state.allot or "bytes" not in state.allow:
         return []
-    binding = state.allow["bytes"]
-    return [_over(binding, state.factor.reasons)] if ctx.message.body_size > binding.left else []
+    over = ctx.message.body_size > state.allot["b"]
+    return [_over(state.allow["bytes"], state.factor.reasons)] if over else []
 
 
 MAIL = Check("limits.mail", Stage.MAIL, run_mail)

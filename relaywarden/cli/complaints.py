@@ -60,6 +60,34 @@ def listen(
     controller.stop()
 
 
+@complaints_app.command("maildir")
+def maildir(
+    directory: Annotated[Path, typer.Argument(help="The Maildir (with new/ and cur/).")],
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
+    every: Annotated[float, typer.Option(help="Seconds between passes.")] = 10.0,
+) -> None:
+    """Read complaints delivered to a Maildir: each new message is recorded, then moved to cur/."""
+    from relaywarden.complaints.maildir import read_maildir
+    from relaywarden.decisionlog import setup_logging
+
+    policy, store = _open(config, redis_url)
+    setup_logging(policy.log.level)
+    if not (directory / "new").is_dir():
+        raise typer.BadParameter(f"{directory} has no new/ directory", param_hint="DIRECTORY")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while True:
+        done = read_maildir(store, policy, directory)
+        if once:
+            typer.echo(json.dumps(done.__dict__))
+            return
+        if stop.wait(max(every, 0.5)):
+            return
+
+
 @complaints_app.command("list")
 def list_(
     json_: JsonOpt = False,

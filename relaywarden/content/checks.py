@@ -8,7 +8,7 @@ import re
 from email.utils import parseaddr
 
 from relaywarden.checks import Check, Context, Stage
-from relaywarden.content import campaigns
+from relaywarden.content import budget, campaigns
 from relaywarden.content.fingerprint import fingerprint
 from relaywarden.content.view import ContentView
 from relaywarden.domains import domain_of, org_domain
@@ -82,6 +82,7 @@ def _track(view: ContentView, ctx: Context) -> None:
 
 
 def run(ctx: Context) -> list[Finding]:
+    budget.remember(ctx.message.notes, ctx.policy)
     view = ctx.message.content
     if view is None or not ctx.policy.content.enabled:
         return []

@@ -68,8 +68,11 @@ def _describe(headers: EmailMessage) -> tuple[_Part, str]:
 class ContentStream:
     """Feed the body in chunks (`feed`), then `finish` for the view."""
 
-    def __init__(self, headers: list[HeaderField], caps: ContentCaps) -> None:
+    def __init__(self, headers: list[HeaderField], caps: ContentCaps, keep_raw: int = 0) -> None:
         self.caps = caps
+        # The body's first `keep_raw` bytes as they came (for rspamd), else nothing.
+        self._keep_raw = keep_raw
+        self._raw = bytearray()
         self._buf = b""
         self._midline = False  # the pending data continues a line already passed on
         self._bounds: list[bytes] = []  # b"--boundary" of each open multipart, outermost first
@@ -102,6 +105,8 @@ class ContentStream:
             self._buf = b""
 
     def _feed(self, chunk: bytes) -> None:
+        if len(self._raw) < self._keep_raw:
+            self._raw += chunk[: self._keep_raw - len(self._raw)]
         room = self.caps.max_scan_bytes - self._scanned
         if len(chunk) > room:
             chunk = chunk[:room]
@@ -121,7 +126,12 @@ class ContentStream:
             return self._view()
         except Exception:
             log.exception("content view failed; the message is judged without it")
-            return ContentView(problems=("scan-failed",), parts=self._parts, scanned=self._scanned)
+            return ContentView(
+                problems=("scan-failed",),
+                parts=self._parts,
+                scanned=self._scanned,
+                raw=bytes(self._raw),
+            )
 
     # -- the scanner ---------------------------------------------------------------
     def _drain(self, final: bool) -> None:
@@ -282,6 +292,7 @@ class ContentStream:
             parts=self._parts,
             problems=tuple(sorted(problems)),
             scanned=self._scanned,
+            raw=bytes(self._raw),
         )
 
 

@@ -22,6 +22,8 @@ class ContentView:
     parts: int = 0  # MIME parts seen (counted past the cap)
     problems: tuple[str, ...] = ()  # malformed structure, bad encodings, caps reached
     scanned: int = 0  # body bytes examined
+    # The body's first [content.rspamd] max_bytes as written, only when rspamd is asked.
+    raw: bytes = field(default=b"", repr=False)
     notes: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -34,4 +36,4 @@ class ContentView:
         """Roughly what the view holds in memory (strings as UTF-8)."""
         strings = [self.text, self.html_text, *self.urls, *self.url_domains]
         strings += [a.name + a.content_type for a in self.attachments]
-        return sum(len(s.encode("utf-8", "surrogatepass")) for s in strings)
+        return len(self.raw) + sum(len(s.encode("utf-8", "surrogatepass")) for s in strings)

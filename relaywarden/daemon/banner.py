@@ -72,12 +72,12 @@ def warnings(policy: Policy, policy_path: Path | None) -> list[str]:
         )
     if policy.redis.on_error == "open":
         out.append(
-            "[redis] on_error = \"open\": while Redis fails, mail leaves unchecked by limits"
+            '[redis] on_error = "open": while Redis fails, mail leaves unchecked by limits'
             " and blocks"
         )
     if getattr(policy.milter, "mode", "enforce") == "shadow":
         out.append(
-            "[milter] mode = \"shadow\": verdicts are computed, logged and counted, but every"
+            '[milter] mode = "shadow": verdicts are computed, logged and counted, but every'
             " message is accepted and nothing is blocked automatically"
         )
     if not policy.limits.enabled:

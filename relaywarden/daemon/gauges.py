@@ -42,9 +42,7 @@ def held_on_this_relay(runtime: Runtime) -> float:
     from relaywarden.desk import index
 
     relay = runtime.policy.quarantine.relay
-    return sum(
-        1 for e in index.recent(runtime.store) if e.relay == relay and e.state == "held"
-    )
+    return sum(1 for e in index.recent(runtime.store) if e.relay == relay and e.state == "held")
 
 
 def install(runtime: Runtime, check_names: list[str]) -> None:

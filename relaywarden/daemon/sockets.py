@@ -164,9 +164,7 @@ def tcp_listening(port: int) -> bool:
                 for line in fh:
                     fields = line.split()
                     # fields[1] local address, fields[3] state (0A = LISTEN)
-                    if len(fields) > 3 and fields[3] == "0A" and (fields[1] + " ").endswith(
-                        needle
-                    ):
+                    if len(fields) > 3 and fields[3] == "0A" and (fields[1] + " ").endswith(needle):
                         return True
         except OSError:
             continue

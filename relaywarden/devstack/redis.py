@@ -29,7 +29,13 @@ class RedisServer(StopsOnExit):
     empty and no dump file is written anywhere but `workdir`.
     """
 
-    def __init__(self, binary: str = "redis-server", start_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        binary: str = "redis-server",
+        start_timeout: float = 10.0,
+        options: dict[str, str] | None = None,
+    ) -> None:
+        self.extra = options or {}  # more redis-server options, e.g. {"replicaof": ...}
         found = shutil.which(binary)
         if found is None:
             raise FileNotFoundError(f"{binary} not found on PATH")
@@ -66,6 +72,7 @@ class RedisServer(StopsOnExit):
             "dir": str(self.workdir),
             "daemonize": "no",  # stay our child so we can stop it by PID
             "logfile": "",  # log to stdout, which Proc sends to redis.log
+            **self.extra,
         }
         argv = [self.binary]
         for name, value in options.items():
@@ -104,3 +111,46 @@ class RedisServer(StopsOnExit):
 
     def __enter__(self) -> Self:
         return self
+
+
+class SentinelServer(StopsOnExit):
+    """A Redis Sentinel (`redis-server CONF --sentinel`) watching one master on
+    loopback, as our child, stopped by PID. Quick to notice a dead master."""
+
+    def __init__(self, master_port: int, service: str = "relaywarden") -> None:
+        found = shutil.which("redis-server")
+        if found is None:
+            raise FileNotFoundError("redis-server not found on PATH")
+        self.binary = found
+        self.master_port = master_port
+        self.service = service
+        self.port = free_port()
+        self.proc: Proc | None = None
+
+    def start(self, workdir: Path) -> str:
+        """Start, wait until PING answers; the redis+sentinel:// URL of the service."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        conf = workdir / "sentinel.conf"  # Sentinel rewrites its own config file
+        conf.write_text(
+            f"port {self.port}\nbind {LOOPBACK}\ndir {workdir}\n"
+            f"sentinel monitor {self.service} {LOOPBACK} {self.master_port} 1\n"
+            f"sentinel down-after-milliseconds {self.service} 1000\n"
+            f"sentinel failover-timeout {self.service} 5000\n"
+        )
+        self.proc = Proc(
+            [self.binary, str(conf), "--sentinel"], "redis-sentinel", log_path=workdir / "s.log"
+        )
+        port, proc = self.port, self.proc
+
+        def ready() -> bool:
+            if not proc.running():
+                raise RuntimeError(f"redis-sentinel exited early:\n{proc.log_text()}")
+            return _answers_ping(port)
+
+        poll_until(ready, 10.0, f"redis-sentinel PING on port {port}")
+        return f"redis+sentinel://{LOOPBACK}:{self.port}/{self.service}"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None

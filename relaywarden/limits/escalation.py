@@ -1,9 +1,12 @@
 """Escalation: repeated limit hits or bursts block the subject automatically, for
 longer each time, and the abuse team is told (webhook and/or email).
 
-Blocking and notifying happen on one background thread fed by a bounded queue:
-a milter thread only enqueues, so a slow webhook or a Redis hiccup here never
-delays mail. A full queue drops the job (logged): the next hit enqueues again.
+Blocking happens on a background thread fed by a bounded queue, notices on
+another: a milter thread only enqueues, so a slow webhook or a Redis hiccup here
+never delays mail, and notice retries never delay a block. A full queue drops
+the job (logged): the next hit enqueues again. A block is re-checked when it is
+carried out (hits now, no block in place) and claimed with SET NX, so two relays
+seeing the same hit produce one block, one audit entry and one notice.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import re
 import smtplib
 import socket
 import threading
@@ -23,15 +27,18 @@ from email.utils import formatdate, make_msgid
 from typing import Any
 
 from relaywarden import blocking, metrics
-from relaywarden.errors import StoreError
+from relaywarden.keys import digest
+from relaywarden.limits import scripts
+from relaywarden.limits.model import HITS, NSUB
 from relaywarden.policy import Policy
 from relaywarden.policy.durations import format_duration
 from relaywarden.policy.limits import EmailSection, WebhookSection
-from relaywarden.store import RedisStore
+from relaywarden.store import RedisStore, redis_errors
 from relaywarden.subjects import Subject
 
 log = logging.getLogger("relaywarden.escalation")
 ACTOR = "relaywarden"
+HIT_FIELD = re.compile(rb"^h[0-9]")  # the hit counters' fields in a state hash
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,7 @@ class Job:
     subject: Subject
     key: str  # the subject's state hash: where its count of automatic blocks lives
     evidence: dict[str, Any] = field(default_factory=dict)
+    clock: str = ""  # the scripts' clock ("" = Redis TIME; tests inject one)
 
 
 def block_duration(policy: Policy, earlier_blocks: int) -> float:
@@ -48,19 +56,62 @@ def block_duration(policy: Policy, earlier_blocks: int) -> float:
     return float(min(esc.max_block, esc.block_for * esc.growth**earlier_blocks))
 
 
+def claim_key(store: RedisStore, subject: Subject) -> str:
+    """Held while an automatic block of `subject` stands: the one relay (or thread)
+    that sets it carries the block out; its value is the subject's state hash."""
+    return f"{store.keys.prefix}:esc:{{{digest(str(subject))}}}"
+
+
+def current_hits(store: RedisStore, key: str, period: float, clock: str = "") -> int:
+    """The subject's hits in the escalation period, read now (check.lua)."""
+    spec = json.dumps({"s": [{"c": [[HITS, period, NSUB]], "u": [], "m": 0}]})
+    reply = scripts.run(
+        store.client, lambda pipe: scripts.evalsha(pipe, "check", [key], [clock, spec]), "hits"
+    )
+    return int(reply[0][1][0][0][0])
+
+
+def _earlier_blocks(store: RedisStore, key: str, memory: float, now: float) -> list[float]:
+    """Times of this subject's earlier automatic blocks still within `memory`."""
+    with redis_errors("escalation history"):
+        raw = store.client.hget(key, "nbt")
+    times = []
+    for word in (raw.decode() if isinstance(raw, bytes) else str(raw or "")).split():
+        try:
+            t = float(word)
+        except ValueError:
+            continue
+        if now - t < memory:
+            times.append(t)
+    return times
+
+
 def escalate(job: Job, now: float | None = None) -> dict[str, Any] | None:
-    """Block `job.subject` unless it already is; the notice sent, or None."""
+    """Block `job.subject` if, checked now, it still earns it; the notice, or None.
+
+    Re-checked when carried out, not when queued: an operator's unblock (which
+    clears the hits) or reset since the hit, or a block already in place, means
+    no block. Exactly one relay carries a block out (SET NX on the claim key).
+    """
     store, esc = job.store, job.policy.limits.escalation
+    wall = time.time() if now is None else now
+    if current_hits(store, job.key, esc.period, job.clock) < esc.hits:
+        return None
     if store.blocks_for([job.subject]):
         return None
-    with_redis = store.client.pipeline(transaction=False)
-    with_redis.hincrby(job.key, "nb", 1)
-    with_redis.expire(job.key, int(esc.memory) + 1)
-    try:
-        count, _ = with_redis.execute()
-    except Exception as exc:
-        raise StoreError(f"redis escalation count: {exc}") from exc
-    duration = block_duration(job.policy, int(count) - 1)
+    earlier = _earlier_blocks(store, job.key, esc.memory, wall)
+    duration = block_duration(job.policy, len(earlier))
+    with redis_errors("escalation claim"):
+        claimed = store.client.set(
+            claim_key(store, job.subject), job.key, nx=True, px=int(duration * 1000)
+        )
+        if not claimed:
+            return None  # another relay, or an earlier job, carries this block out
+        times = [*earlier, wall]
+        pipe = store.client.pipeline(transaction=False)
+        pipe.hset(job.key, mapping={"nbt": " ".join(f"{t:.0f}" for t in times), "nb": len(times)})
+        pipe.expire(job.key, int(esc.memory) + 1)
+        pipe.execute()
     reason = f"automatic: {esc.hits} rate-limit hits or bursts within {format_duration(esc.period)}"
     record = blocking.block(
         store,
@@ -70,7 +121,7 @@ def escalate(job: Job, now: float | None = None) -> dict[str, Any] | None:
         duration=duration,
         action=esc.action,
         via="milter",
-        now=now,
+        now=wall,
     )
     return {
         "event": "relaywarden.auto-block",
@@ -80,10 +131,27 @@ def escalate(job: Job, now: float | None = None) -> dict[str, Any] | None:
         "since": record.since,
         "until": record.until,
         "duration": format_duration(duration),
-        "automatic_blocks": int(count),
+        "automatic_blocks": len(times),
         "evidence": job.evidence,
         "unblock": f"relaywarden unblock {job.subject} --reason TEXT",
     }
+
+
+def forget(store: RedisStore, subject: Subject) -> None:
+    """On unblock: the hits that earned an automatic block go with it (else the next
+    single deferral would re-block at once, and for longer)."""
+    claim = claim_key(store, subject)
+    with redis_errors("escalation reset"):
+        key = store.client.get(claim)
+        if key is None:
+            return
+        names: list[bytes] = store.client.hkeys(key)  # type: ignore[assignment]
+        fields = [f for f in names if HIT_FIELD.match(f)]
+        pipe = store.client.pipeline(transaction=False)
+        if fields:
+            pipe.hdel(key, *fields)
+        pipe.delete(claim)
+        pipe.execute()
 
 
 def retrying(
@@ -175,20 +243,27 @@ def log_block(notice: dict[str, Any]) -> None:
 
 
 class Escalator:
-    """The background thread; one per process, started on first use."""
+    """Two background threads per process, started on first use: one blocks, one
+    sends notices. A webhook that hangs or an email being retried never delays
+    the next block; a milter thread only enqueues."""
 
     def __init__(self, maxsize: int = 1000) -> None:
         self.jobs: queue.Queue[Job] = queue.Queue(maxsize=maxsize)
-        self._thread: threading.Thread | None = None
+        self.notices: queue.Queue[tuple[Policy, dict[str, Any]]] = queue.Queue(maxsize=maxsize)
+        self._thread: threading.Thread | None = None  # blocks
+        self._notice_thread: threading.Thread | None = None  # notices
         self._lock = threading.Lock()
 
-    def submit(self, job: Job) -> None:
+    def _ensure(self, attr: str, name: str, target: Callable[[], None]) -> None:
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._work, name="relaywarden-escalation", daemon=True
-                )
-                self._thread.start()
+            thread = getattr(self, attr)
+            if thread is None or not thread.is_alive():
+                thread = threading.Thread(target=target, name=name, daemon=True)
+                setattr(self, attr, thread)
+                thread.start()
+
+    def submit(self, job: Job) -> None:
+        self._ensure("_thread", "relaywarden-escalation", self._work)
         try:
             self.jobs.put_nowait(job)
         except queue.Full:
@@ -203,16 +278,36 @@ class Escalator:
                 if notice is not None:
                     metrics.AUTO_BLOCKS.labels(kind=job.subject.kind).inc()
                     log_block(notice)
-                    esc = job.policy.limits.escalation
-                    if esc.webhook.url and not post_webhook(esc.webhook, notice):
-                        metrics.NOTICE_FAILURES.labels(channel="webhook").inc()
-                    sender = notice_sender(job.policy)
-                    if esc.email.to and not send_email(esc.email, notice, sender=sender):
-                        metrics.NOTICE_FAILURES.labels(channel="email").inc()
+                    self._notify(job.policy, notice)
             except Exception:  # the thread must outlive any one job
                 log.exception("escalation of %s failed", job.subject)
             finally:
                 self.jobs.task_done()
+
+    def _notify(self, policy: Policy, notice: dict[str, Any]) -> None:
+        esc = policy.limits.escalation
+        if not (esc.webhook.url or esc.email.to):
+            return
+        self._ensure("_notice_thread", "relaywarden-notices", self._send)
+        try:
+            self.notices.put_nowait((policy, notice))
+        except queue.Full:
+            log.error("notice queue full; dropped the notice for %s", notice["subject"])
+
+    def _send(self) -> None:
+        while True:
+            policy, notice = self.notices.get()
+            esc = policy.limits.escalation
+            try:
+                if esc.webhook.url and not post_webhook(esc.webhook, notice):
+                    metrics.NOTICE_FAILURES.labels(channel="webhook").inc()
+                sender = notice_sender(policy)
+                if esc.email.to and not send_email(esc.email, notice, sender=sender):
+                    metrics.NOTICE_FAILURES.labels(channel="email").inc()
+            except Exception:  # the thread must outlive any one notice
+                log.exception("notice for %s failed", notice["subject"])
+            finally:
+                self.notices.task_done()
 
 
 ESCALATOR = Escalator()

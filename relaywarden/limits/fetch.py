@@ -1,10 +1,14 @@
-"""The two Redis round trips of a message: `fetch` at MAIL FROM (blocks plus every
-window of every scope) and `queue_commit` on the end-of-message pipeline."""
+"""The two Redis round trips of a message: `fetch` at MAIL FROM (blocks, and
+check-and-reserve over every window of every scope) and `queue_commit` on the
+end-of-message pipeline (true-up: count what was used, give back the rest).
+A transaction that ends without a final decision gives its reservation back with
+`queue_release` on the pipeline that records its recipient decisions."""
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -14,7 +18,9 @@ import redis
 from relaywarden.identity import Sender
 from relaywarden.limits import scripts
 from relaywarden.limits.model import (
+    CODE,
     HITS,
+    UNIQUE_UNITS,
     Binding,
     Burst,
     Factor,
@@ -23,12 +29,12 @@ from relaywarden.limits.model import (
     Scope,
     ScopeState,
     allowance,
-    bindings,
     bursts,
     factor_for,
     global_scope,
     reads_for,
     scopes_for,
+    tag_groups,
 )
 from relaywarden.limits.model import NSUB as NSUB
 from relaywarden.message import Message
@@ -52,6 +58,15 @@ class LimitState:
     clock: str = ""  # the injected clock passed to the scripts ("" = Redis TIME)
     hit_scopes: set[str] = field(default_factory=set)  # counted once per transaction
     committed: bool = False
+    # The reservation taken at MAIL FROM (reserve.lua): its id, whether every group
+    # admitted the transaction, and per limited unit code how much it may use.
+    rid: str = ""
+    members: list[str] = field(default_factory=list)  # per group: the reservation held
+    admitted: bool = True
+    allot: dict[str, int] = field(default_factory=dict)
+    want: dict[str, int] = field(default_factory=dict)
+    settled: bool = False  # reservation trued up or given back
+    rcpt_hits: set[str] = field(default_factory=set)  # scopes that refused a recipient
 
     @property
     def vps(self) -> ScopeState:
@@ -155,20 +170,187 @@ def read_groups(
     return now, states, blocks
 
 
+# -- check-and-reserve at MAIL FROM ----------------------------------------------
+def demand(policy: Policy, declared_size: int) -> tuple[dict[str, int], dict[str, int]]:
+    """(need, want) per unit code: the least a transaction can use, the most it reserves."""
+    cfg = policy.limits.reservation
+    size = declared_size if declared_size > 0 else 0
+    need = {"m": 1, "r": 1, "b": max(1, size), "R": 1, "D": 1}
+    want = {
+        "m": 1,
+        "r": cfg.recipients,
+        "b": size or cfg.bytes,
+        "R": cfg.recipients,
+        "D": cfg.recipients,
+    }
+    return need, want
+
+
+def _factor_spec(policy: Policy) -> dict[str, float]:
+    warm, adapt = policy.limits.warmup, policy.limits.adaptive
+    return {
+        "wp": warm.period,
+        "ws": warm.start_fraction,
+        "ae": 1 if adapt.enabled else 0,
+        "ah": adapt.half_life,
+        "as": adapt.shrink,
+        "am": adapt.min_factor,
+    }
+
+
+def _spec_reserve(
+    scopes: list[Scope], reads: list[Read], policy: Policy, rid: str, size: int
+) -> str:
+    need, want = demand(policy, size)
+    out = []
+    for scope, read in zip(scopes, reads, strict=True):
+        limits = {(CODE[unit], r.window): r.limit for unit, r in scope.limits.rates()}
+        scaled = 1 if scope.meta else 0
+        out.append(
+            {
+                "c": [[c, w, NSUB, limits.get((c, w), -1), scaled] for c, w in read.counters],
+                "u": [[c, w, limits.get((c, w), -1), scaled] for c, w in read.uniques],
+                "m": 1 if scope.meta else 0,
+            }
+        )
+    return json.dumps(
+        {
+            "id": rid,
+            "lease": policy.limits.reservation.lease,
+            "need": need,
+            "want": want,
+            "f": _factor_spec(policy),
+            "s": out,
+        }
+    )
+
+
+@dataclass
+class Admission:
+    """What reserve.lua answered for one group of scopes."""
+
+    admitted: bool
+    factor: float
+    allot: dict[str, int]
+    member: str  # the reservation reserve.lua stored ("" if none)
+    states: list[ScopeState]
+    limits: dict[tuple[str, str, float], int]  # (scope label, unit code, window) -> limit
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _parse_admission(scopes: list[Scope], reads: list[Read], reply: list[Any]) -> Admission:
+    _, admitted, factor, flat, member, per_scope = reply
+    flat = [_text(v) for v in flat]
+    allot = {flat[n]: int(flat[n + 1]) for n in range(0, len(flat), 2)}
+    states, limits = [], {}
+    for scope, read, (counts, lims, ucounts, ulims, meta) in zip(
+        scopes, reads, per_scope, strict=True
+    ):
+        states.append(
+            ScopeState(
+                scope,
+                {k: int(v) for k, v in zip(read.counters, counts, strict=True)},
+                {k: int(v) for k, v in zip(read.uniques, ucounts, strict=True)},
+                Meta.parse([_text(v) for v in meta]),
+            )
+        )
+        for (code, window), limit in zip(
+            [*read.counters, *read.uniques], [*lims, *ulims], strict=True
+        ):
+            limits[(scope.label, code, window)] = int(limit)
+    return Admission(int(admitted) == 1, float(_text(factor)), allot, _text(member), states, limits)
+
+
+def script_keys(group: list[Scope]) -> list[str]:
+    """KEYS of reserve.lua and commit.lua: each scope's hash and its reservations."""
+    return [k for scope in group for k in (scope.key, scope.reservations)]
+
+
+def reserve_groups(
+    store: RedisStore,
+    policy: Policy,
+    groups: list[list[Scope]],
+    block_subjects: list[Subject],
+    rid: str,
+    size: int,
+    clock: str = "",
+    extra: list[PendingRead] | None = None,
+) -> tuple[float, list[Admission], list[BlockRecord]]:
+    """One round trip: block records of `block_subjects`, check-and-reserve per group,
+    and the commands of `extra` (other features' MAIL FROM reads, handed their replies)."""
+    reads = [[reads_for(s, policy) for s in group] for group in groups]
+    sizes: list[int] = []
+
+    def build(pipe: redis.client.Pipeline) -> None:
+        sizes.clear()
+        for subject in block_subjects:
+            pipe.hgetall(store.keys.block(subject))
+        for group, group_reads in zip(groups, reads, strict=True):
+            spec = _spec_reserve(group, group_reads, policy, rid, size)
+            scripts.evalsha(pipe, "reserve", script_keys(group), [clock, spec])
+        for pending in extra or []:
+            sizes.append(pending.queue(pipe))
+
+    results = scripts.run(store.client, build, "rate-limit admission")
+    ours = len(block_subjects) + len(groups)
+    results, rest = results[:ours], results[ours:]
+    rows, replies = results[: len(block_subjects)], results[len(block_subjects) :]
+    wall = time.time()
+    blocks = [r for r in (RedisStore._record(row) for row in rows if row) if r.active(wall)]
+    now = float(_text(replies[0][0])) if replies else wall
+    admissions = [
+        _parse_admission(group, group_reads, reply)
+        for group, group_reads, reply in zip(groups, reads, replies, strict=True)
+    ]
+    for pending, count in zip(extra or [], sizes, strict=True):
+        pending_replies, rest = rest[:count], rest[count:]
+        pending.take(pending_replies, now)
+    return now, admissions, blocks
+
+
+def _bindings(admissions: list[Admission]) -> list[Binding]:
+    """The limits as reserve.lua applied them: evidence, and what `left` means."""
+    out = []
+    for adm in admissions:
+        for st in adm.states:
+            for unit, rate in st.scope.limits.rates():
+                key = (CODE[unit], rate.window)
+                count = (st.uniques if unit in UNIQUE_UNITS else st.counters).get(key, 0)
+                limit = adm.limits.get((st.scope.label, *key), rate.limit)
+                out.append(Binding(st.scope.label, unit, rate.window, limit, rate.limit, count))
+    return out
+
+
 def fetch(
-    store: RedisStore, policy: Policy, sender: Sender, message: Message, clock: str = ""
+    store: RedisStore,
+    policy: Policy,
+    sender: Sender,
+    message: Message,
+    clock: str = "",
+    rid: str = "",
+    size: int = 0,
 ) -> LimitState:
-    groups = [scopes_for(policy, sender, message.mail_from or "")]
+    """Blocks, and admission: the transaction holds a reservation if every group admits it."""
+    rid = rid or uuid.uuid4().hex
+    groups = tag_groups(scopes_for(policy, sender, message.mail_from or ""))
     ceiling = global_scope(policy)
     if ceiling is not None:
         groups.append([ceiling])
     extra = [p for p in (read(policy, sender, message, store) for read in MAIL_READS) if p]
-    now, states, blocks = read_groups(
-        store, policy, groups, sender.subjects(message), clock, extra
+    now, admissions, blocks = reserve_groups(
+        store, policy, groups, sender.subjects(message), rid, size, clock, extra
     )
+    states = [adm.states for adm in admissions]
     vps = states[0][0]
     factor = factor_for(vps.meta, policy, now)
-    binds = bindings([st for group in states for st in group], factor)
+    binds = _bindings(admissions)
+    allot: dict[str, int] = {}
+    for adm in admissions:
+        for code, amount in adm.allot.items():
+            allot[code] = min(amount, allot.get(code, amount))
     return LimitState(
         policy=policy,
         now=now,
@@ -179,6 +361,11 @@ def fetch(
         bursts=bursts(vps, policy, now),
         blocks=blocks,
         clock=clock,
+        rid=rid,
+        members=[adm.member for adm in admissions],
+        admitted=all(adm.admitted for adm in admissions),
+        allot=allot,
+        want=demand(policy, size)[1],
     )
 
 
@@ -211,14 +398,17 @@ def _ttl(scope: Scope, policy: Policy) -> int:
     return int(ttl) + 1
 
 
-def _scope_commit(st: ScopeState, usage: Usage, policy: Policy) -> dict[str, Any] | None:
+def _scope_commit(
+    st: ScopeState, usage: Usage, policy: Policy, release: str = ""
+) -> dict[str, Any] | None:
     amounts = {"m": 1, "r": len(usage.recipients), "b": usage.size} if usage.accepted else {}
     hit = 1 if st.scope.label in usage.hits else 0
     counters = []
+    once = 1 if policy.limits.escalation.distinct_hits else 0
     for code, window in st.counters:
         amount = hit if code == HITS else amounts.get(code, 0)
         if amount:
-            counters.append([code, window, NSUB, amount])
+            counters.append([code, window, NSUB, amount, once if code == HITS else 0])
     uniques: list[tuple[str, float, list[str]]] = []
     domains = [r.rsplit("@", 1)[-1] for r in usage.recipients]
     for code, window in st.uniques:
@@ -240,17 +430,36 @@ def _scope_commit(st: ScopeState, usage: Usage, policy: Policy) -> dict[str, Any
                 ]
         if usage.penalty > 0:
             spec["p"] = [usage.penalty, policy.limits.adaptive.half_life]
-    if not counters and not any(u[2] for u in uniques) and not {"fs", "p", "bl"} & set(spec):
+    if release:
+        spec["q"] = release
+    if not counters and not any(u[2] for u in uniques) and not {"fs", "p", "bl", "q"} & set(spec):
         return None
     return spec
 
 
 def queue_commit(pipe: redis.client.Pipeline, state: LimitState, usage: Usage) -> None:
-    """Queue commit.lua for each group on the end-of-message pipeline."""
-    for group in state.groups:
-        specs = [(st, _scope_commit(st, usage, state.policy)) for st in group]
+    """Queue commit.lua for each group on the end-of-message pipeline: count what
+    was used and give the reservation back, in one script call per group."""
+    members = [""] * len(state.groups) if state.settled else state.members
+    for group, member in zip(state.groups, members, strict=False):
+        specs = [(st, _scope_commit(st, usage, state.policy, member)) for st in group]
         todo = [(st, spec) for st, spec in specs if spec is not None]
         if todo:
-            keys = [st.scope.key for st, _ in todo]
+            keys = script_keys([st.scope for st, _ in todo])
             body = json.dumps({"s": [spec for _, spec in todo]})
             scripts.evalsha(pipe, "commit", keys, [state.clock, body])
+    state.settled = True
+
+
+def queue_release(pipe: redis.client.Pipeline, state: LimitState) -> None:
+    """Give the reservation back (aborted, refused at RCPT, connection closed)."""
+    if state.settled:
+        return
+    for group, member in zip(state.groups, state.members, strict=False):
+        if member:
+            body = json.dumps(
+                {"s": [{"ttl": _ttl(st.scope, state.policy), "q": member} for st in group]}
+            )
+            keys = script_keys([st.scope for st in group])
+            scripts.evalsha(pipe, "commit", keys, [state.clock, body])
+    state.settled = True

@@ -1,23 +1,30 @@
-"""The end-of-message hook: commit what was accepted, count limit hits, feed
-findings back into the VPS's penalty, and hand repeat offenders to escalation."""
+"""The end-of-message hook: true the reservation up (commit what was accepted, give
+back the rest), count limit hits, feed findings back into the VPS's penalty, and
+hand repeat offenders to escalation. The abandon hook gives a reservation back
+when a transaction ends without a decision."""
 
 from __future__ import annotations
 
 import redis
 
 from relaywarden.limits.escalation import ESCALATOR, Job
-from relaywarden.limits.fetch import LimitState, Usage, queue_commit
+from relaywarden.limits.fetch import LimitState, Usage, queue_commit, queue_release
 from relaywarden.limits.model import HITS, ScopeState
+from relaywarden.message import Message
 from relaywarden.policy import Policy
 from relaywarden.store import Outcome, RedisStore
 from relaywarden.verdict import Action, Finding
 
 NOTE = "limits"
+# Checks whose forced findings name a "subject" in their evidence and count as
+# hits of it (relaywarden/outcomes/check.py).
+SUBJECT_HITS = frozenset({"outcomes"})
 
 
 def _is_feedback(finding: Finding) -> bool:
-    """A rate-limit hit or a block says nothing new about the mail's quality."""
-    return finding.check != "blocks" and finding.name != "rate-limit"
+    """A rate-limit hit, a burst or a block says nothing new about the mail's quality:
+    a quarantine for a burst alone must not shrink the limits of the send it stopped."""
+    return finding.check not in ("blocks", "limits")
 
 
 def _penalty(outcome: Outcome, policy: Policy) -> float:
@@ -37,12 +44,18 @@ def _hit_labels(findings: tuple[Finding, ...], state: LimitState) -> set[str]:
     if any(f.check == "blocks" for f in findings):
         return labels  # a blocked sender's retries are the block working, not new hits
     for f in findings:
+        if f.check in SUBJECT_HITS and f.action is not None:
+            # A forced outcome finding (bounces, complaints, failed logins) is a
+            # hit of the subject it names, like a rate-limit hit: it escalates.
+            labels.add(str(f.evidence.get("subject", "")))
+            continue
         if f.check != "limits":
             continue
         if f.name == "rate-limit":
             labels.add(str(f.evidence.get("scope", "")))
         else:  # a burst is the VPS's doing
             labels.add(state.vps.scope.label)
+    labels |= state.rcpt_hits  # recipients refused for a limit count as hits too
     labels.discard("global")  # nobody to block for the relay-wide ceiling
     return labels - state.hit_scopes
 
@@ -53,7 +66,8 @@ def _escalate(
     esc = state.policy.limits.escalation
     before = st.counters.get((HITS, esc.period), 0)
     if esc.enabled and st.scope.subject is not None and before + 1 >= esc.hits:
-        ESCALATOR.submit(Job(store, state.policy, st.scope.subject, st.scope.key, evidence))
+        job = Job(store, state.policy, st.scope.subject, st.scope.key, evidence, state.clock)
+        ESCALATOR.submit(job)
 
 
 def finish_hook(store: RedisStore, pipe: redis.client.Pipeline, outcome: Outcome) -> None:
@@ -86,4 +100,23 @@ def finish_hook(store: RedisStore, pipe: redis.client.Pipeline, outcome: Outcome
             _escalate(store, state, st, evidence)
 
 
+def abandon_hook(store: RedisStore, pipe: redis.client.Pipeline, message: Message) -> None:
+    """No final decision (abort, all recipients refused, close): give the reservation
+    back, and count the hits of recipients refused for a limit."""
+    state = message.notes.get(NOTE)
+    if not isinstance(state, LimitState):
+        return
+    hits = _hit_labels((), state)
+    if not hits:
+        queue_release(pipe, state)
+        return
+    queue_commit(pipe, state, Usage(False, [], 0, 0.0, frozenset(hits)))
+    state.hit_scopes |= hits
+    evidence: dict[str, object] = {"findings": ["recipients refused: rate limit"]}
+    for st in state.scope_states():
+        if st.scope.label in hits:
+            _escalate(store, state, st, evidence)
+
+
 RedisStore.finish_hooks.append(finish_hook)
+RedisStore.abandon_hooks.append(abandon_hook)

@@ -10,6 +10,7 @@ from relaywarden.identity import Sender
 from relaywarden.keys import digest
 from relaywarden.policy import Policy
 from relaywarden.policy.limits import Limits, Plan, Rate, plan_named
+from relaywarden.returnpath import sender_key
 from relaywarden.subjects import Subject
 
 # Sub-buckets per counter window: a limit may refuse up to W/NSUB early, never late
@@ -43,12 +44,23 @@ class Scope:
     def label(self) -> str:
         return str(self.subject) if self.subject else "global"
 
+    @property
+    def reservations(self) -> str:
+        """The sorted set of live reservations (lua/reserve.lua): same hash tag."""
+        return f"{self.key}:q"
+
+
+def vps_tag(vps: str) -> str:
+    return "v" + digest(vps)[:16]
+
 
 def tag_for(sender: Sender) -> str:
-    """One hash tag per customer, so all its keys sit in one Cluster slot."""
+    """One hash tag per customer, so its customer, login and sender keys sit in one
+    Cluster slot. A VPS is keyed by itself alone (`vps_tag`): one VPS, one budget,
+    whichever customers' logins it presents."""
     if sender.customer:
         return "c" + digest(sender.customer)[:16]
-    return "v" + digest(sender.vps)[:16]
+    return vps_tag(sender.vps)
 
 
 def scope_key(prefix: str, tag: str, subject: Subject) -> str:
@@ -86,16 +98,25 @@ def scopes_for(policy: Policy, sender: Sender, mail_from: str) -> list[Scope]:
     tag = tag_for(sender)
     _, plan, vps_limits = plan_for(policy, sender)
     vps = Subject("vps", sender.vps)
-    scopes = [Scope(vps, scope_key(prefix, tag, vps), vps_limits, meta=True)]
+    scopes = [Scope(vps, scope_key(prefix, vps_tag(sender.vps), vps), vps_limits, meta=True)]
     candidates: list[tuple[Subject | None, Limits | None]] = [
         (Subject("customer", sender.customer) if sender.customer else None, plan.customer),
         (Subject("user", sender.sasl_user) if sender.sasl_user else None, plan.user),
-        (Subject("sender", mail_from.lower()) if mail_from else None, plan.sender),
+        (Subject("sender", sender_key(mail_from)) if mail_from else None, plan.sender),
     ]
     for subject, limits in candidates:
         if subject is not None and limits is not None:
             scopes.append(Scope(subject, scope_key(prefix, tag, subject), limits))
     return scopes
+
+
+def tag_groups(scopes: list[Scope]) -> list[list[Scope]]:
+    """Scopes grouped by hash tag, in order (the VPS's group first): one script
+    call per group, each on one Cluster slot."""
+    groups: dict[str, list[Scope]] = {}
+    for scope in scopes:
+        groups.setdefault(scope.key.split("{", 1)[1].split("}", 1)[0], []).append(scope)
+    return list(groups.values())
 
 
 def global_scope(policy: Policy) -> Scope | None:
@@ -272,6 +293,11 @@ class Burst:
 def bursts(vps: ScopeState, policy: Policy, now: float) -> list[Burst]:
     cfg = policy.limits.burst
     if not cfg.enabled:
+        return []
+    # No baseline yet (seen for less than baseline_period): the plan and warm-up
+    # govern it. A new customer sending within its plan is not a burst.
+    first = vps.meta.first_seen
+    if first is None or now - first < cfg.baseline_period:
         return []
     w = cfg.window
     since = vps.meta.baseline_time

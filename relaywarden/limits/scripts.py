@@ -17,17 +17,25 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError, ResponseError
 
-from relaywarden.store import redis_errors
+from relaywarden.store import RedisStore, redis_errors
 
 
 def _read(name: str) -> str:
     return resources.files("relaywarden.lua").joinpath(f"{name}.lua").read_text("utf-8")
 
 
-# outcomes.lua and logins.lua: relaywarden/outcomes and relaywarden/logins;
-# campaign.lua: relaywarden/content.
-_SCRIPTS = ("check", "commit", "campaign", "outcomes", "logins")
-_SOURCES = {name: _read("prelude") + _read(name) for name in _SCRIPTS}
+# Each script is the shared prelude, the window readers where it reads counters,
+# and its own body: one text, one SHA. outcomes.lua and logins.lua:
+# relaywarden/outcomes and relaywarden/logins; campaign.lua: relaywarden/content.
+_PARTS = {
+    "check": ("prelude", "window", "check"),
+    "reserve": ("prelude", "window", "reserve"),
+    "commit": ("prelude", "window", "commit"),
+    "campaign": ("prelude", "campaign"),
+    "outcomes": ("prelude", "outcomes"),
+    "logins": ("prelude", "logins"),
+}
+_SOURCES = {name: "".join(_read(part) for part in parts) for name, parts in _PARTS.items()}
 SHA = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in _SOURCES.items()}
 
 PipelineBuilder = Callable[["redis.client.Pipeline"], None]
@@ -40,6 +48,9 @@ def evalsha(pipe: redis.client.Pipeline, name: str, keys: list[str], args: list[
 def load(client: redis.Redis) -> None:
     for text in _SOURCES.values():
         client.script_load(text)
+
+
+RedisStore.script_loaders.append(load)
 
 
 def is_noscript(result: object) -> bool:

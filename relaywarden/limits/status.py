@@ -71,9 +71,10 @@ def scope_of(subject: Subject, policy: Policy, sender: Sender) -> Scope:
         if scope.subject == subject:
             return scope
     # No limits of the plan on this scope: still show its hits and blocks.
-    from relaywarden.limits.model import scope_key, tag_for
+    from relaywarden.limits.model import scope_key, tag_for, vps_tag
 
-    return Scope(subject, scope_key(policy.redis.key_prefix, tag_for(sender), subject), Limits())
+    tag = vps_tag(subject.value) if subject.kind == "vps" else tag_for(sender)
+    return Scope(subject, scope_key(policy.redis.key_prefix, tag, subject), Limits())
 
 
 def _window(state: ScopeState, binds: list[Any]) -> list[dict[str, Any]]:
@@ -153,5 +154,5 @@ def recent_decisions(
 def reset_keys(store: RedisStore, scope: Scope) -> int:
     """Delete a subject's counters (its hash and its HyperLogLogs)."""
     client = store.client
-    keys = [scope.key, *client.scan_iter(match=scope.key + ":U*", count=1000)]
+    keys = [scope.key, scope.reservations, *client.scan_iter(match=scope.key + ":U*", count=1000)]
     return int(client.delete(*keys))

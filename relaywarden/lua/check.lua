@@ -43,54 +43,8 @@ at least the distinct members of the last W, at most those of the last 1.5 W,
 plus HyperLogLog's own standard error of 0.81%.
 ]==]
 
--- now, spec and fmt come from prelude.lua.
+-- now, spec, fmt (prelude.lua); fields_of, counter, unique (window.lua).
 local META = {"fs", "p", "pt", "bm", "br", "bd", "bt", "nb"}
-
--- The whole hash in one call (it is small: nsub+1 fields per unit and window).
-local function fields_of(key)
-  local flat = redis.call("HGETALL", key)
-  local h = {}
-  for j = 1, #flat, 2 do
-    h[flat[j]] = flat[j + 1]
-  end
-  return h
-end
-
-local function counter(h, unit, window, nsub)
-  local g = window / nsub
-  local i = math.floor(now / g)
-  local prefix = unit .. fmt(window) .. ":"
-  local total = 0
-  for s = 0, nsub do
-    local v = h[prefix .. s]
-    if v then
-      local b, n = string.match(v, "^(%-?%d+):(%d+)$")
-      b = tonumber(b)
-      if b and b >= i - nsub and b <= i then
-        total = total + tonumber(n)
-      end
-    end
-  end
-  return total
-end
-
-local function unique(key, unit, window)
-  local g = window / 2
-  local i = math.floor(now / g)
-  local keys = {}
-  for b = i - 2, i do
-    local k = key .. ":U" .. unit .. fmt(window) .. ":" .. string.format("%d", b)
-    -- Only the buckets that exist: PFCOUNT of one key uses its cached count,
-    -- of several it merges registers (much slower).
-    if redis.call("EXISTS", k) == 1 then
-      keys[#keys + 1] = k
-    end
-  end
-  if #keys == 0 then
-    return 0
-  end
-  return redis.call("PFCOUNT", unpack(keys))
-end
 
 local out = {}
 for n, scope in ipairs(spec["s"]) do

@@ -5,19 +5,23 @@ so a message costs one round trip at MAIL FROM (check.lua) and one here. The
 sliding-window layout, its error bound and the key layout are documented in
 check.lua; this script writes what that one reads.
 
-KEYS[i]  the state hash of scope i; HyperLogLogs at "KEYS[i]:U<unit><window>:<bucket>"
-         (same hash tag, see check.lua).
+KEYS[2i-1]  the state hash of scope i; HyperLogLogs at "<hash>:U<unit><window>:<bucket>"
+            (same hash tag, see check.lua);
+KEYS[2i]    its reservations (sorted set, see reserve.lua), same hash tag.
 ARGV[1]  "" for Redis TIME, else seconds since the epoch (an injected test clock).
-ARGV[2]  JSON: {"s": [scope, ...]} in KEYS order, each scope
-           {"c":   [[unit, window, nsub, amount], ...],  counters to add to
+ARGV[2]  JSON: {"s": [scope, ...]} in KEYS order (pairs), each scope
+           {"c":   [[unit, window, nsub, amount, once], ...],  counters to add to
+                   (once = 1: at most `amount` per sub-bucket, for hits)
             "u":   [[unit, window, [member, ...]], ...], members to add (hashed
                                                          by the caller)
             "ttl": seconds,     the hash's expiry, refreshed on every commit
             "fs":  1,           record the first-seen time if there is none
             "p":   [add, half_life],   decay the penalty, then add to it
-            "bl":  [tau, messages, r, d]}  update the baselines (moving averages
+            "bl":  [tau, messages, r, d],  update the baselines (moving averages
                    of the rate, time constant tau): messages, and the members
                    new to unique entry r and d (1-based into "u"; 0: none)
+            "q":   member}      settle this reservation (reserve.lua's member): what
+                                was used is counted above, the rest is given back
 Returns  {new members per "u" entry} (how many PFADDs changed their HyperLogLog).
 
 Baseline: an exponentially weighted rate, rate' = rate * exp(-dt/tau) + n/tau,
@@ -26,7 +30,7 @@ about rate * w.
 Penalty: p' = p * 0.5^(dt/half_life) + add, so clean (or no) mail lets it decay.
 ]==]
 
--- now, spec and fmt come from prelude.lua.
+-- now, spec, fmt (prelude.lua); unreserve, SUMS (window.lua).
 
 -- Stored numbers kept short (memory per VPS): times to the second, rates and
 -- penalties to 6 significant digits.
@@ -38,7 +42,8 @@ local function second(x)
   return string.format("%d", x)
 end
 
-local function add(key, unit, window, nsub, amount)
+-- once = 1: the bucket holds at most `amount` (a hit counts once per sub-window).
+local function add(key, unit, window, nsub, amount, once)
   local g = window / nsub
   local i = math.floor(now / g)
   local field = unit .. fmt(window) .. ":" .. (i % (nsub + 1))
@@ -47,7 +52,7 @@ local function add(key, unit, window, nsub, amount)
   if v then
     local b, n = string.match(v, "^(%-?%d+):(%d+)$")
     if tonumber(b) == i then
-      total = total + tonumber(n)
+      total = (once == 1) and math.max(amount, tonumber(n)) or total + tonumber(n)
     end
   end
   redis.call("HSET", key, field, string.format("%d:%d", i, total))
@@ -79,9 +84,9 @@ end
 
 local out = {}
 for n, scope in ipairs(spec["s"]) do
-  local key = KEYS[n]
+  local key, qkey = KEYS[2 * n - 1], KEYS[2 * n]
   for _, c in ipairs(scope["c"] or {}) do
-    add(key, c[1], c[2], c[3], c[4])
+    add(key, c[1], c[2], c[3], c[4], c[5])
   end
   local new = {}
   for _, u in ipairs(scope["u"] or {}) do
@@ -107,7 +112,13 @@ for n, scope in ipairs(spec["s"]) do
       "bd", short(decayed(cur[3], cur[4], tau, false) + nd / tau),
       "bt", second(now))
   end
-  redis.call("EXPIRE", key, scope["ttl"])
+  if scope["q"] and redis.call("ZREM", qkey, scope["q"]) == 1 then
+    unreserve(key, qkey, scope["q"], nil)
+  end
+  -- Never shorten the life of a hash that still holds others' live reservations.
+  if redis.call("TTL", key) < scope["ttl"] then
+    redis.call("EXPIRE", key, scope["ttl"])
+  end
   out[#out + 1] = new
 end
 return out

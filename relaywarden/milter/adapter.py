@@ -19,7 +19,7 @@ import Milter
 
 from relaywarden import dkimverify, engine, metrics, trace
 from relaywarden.checks import Stage
-from relaywarden.content import campaigns
+from relaywarden.content import budget, campaigns
 from relaywarden.content.stream import ContentStream
 from relaywarden.decisionlog import decision_fields, log_decision
 from relaywarden.dns import DnsSession
@@ -115,7 +115,8 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         self.dns: DnsSession | None = None  # one DNS budget per message, set at MAIL FROM
         self.digest = BodyDigest()
         self.content: ContentStream | None = None  # the bounded view, built from end of headers
-        # Findings from MAIL/RCPT that only take effect at end of message (quarantine).
+        # Findings of an accepted MAIL/RCPT stage (bursts, scores, a quarantine): they
+        # take effect in the end-of-message verdict, its score, log and escalation.
         self.carried: list[Finding] = []
         # Per-recipient decisions, recorded with the transaction's last one (one round trip).
         self.deferred: list[dict[str, Any]] = []
@@ -220,8 +221,10 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
             limit = self.runtime.policy.checks.sender.dkim_max_body
             self.dkim_body = dkimverify.BodySpool(limit)
             self.message.notes[dkimverify.BODY_NOTE] = self.dkim_body
-        if self.runtime.policy.content.enabled:
-            self.content = ContentStream(self.message.headers, self.runtime.policy.content.caps)
+        content = self.runtime.policy.content
+        if content.enabled:
+            keep = content.rspamd.max_bytes if content.rspamd.url else 0
+            self.content = ContentStream(self.message.headers, content.caps, keep)
         return int(Milter.CONTINUE)
 
     @Milter.noreply
@@ -280,7 +283,7 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         )
         if stage == Stage.EOM and self.carried:
             verdict = engine.combine([*self.carried, *verdict.findings], policy, self.ref)
-        elif verdict.action == Action.QUARANTINE:
+        elif verdict.action in (Action.ACCEPT, Action.QUARANTINE):
             self.carried.extend(verdict.findings)
         latency = (time.perf_counter() - started) * 1000
         name = stage.name.lower()
@@ -325,8 +328,11 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
             self.deferred.append(fields)
             return
         earlier, self.deferred = self.deferred, []
+        store = self.runtime.store
         try:
-            self.runtime.store.finish(Outcome(self.message, self.sender, verdict, fields), earlier)
+            store.finish(Outcome(self.message, self.sender, verdict, fields), earlier)
+            if isinstance(store, RedisStore):  # a spent spam budget blocks the sender
+                budget.enforce(store, self.message.notes, policy)
         except Exception as exc:  # a record, not a gate: the verdict stands
             log.warning("could not record decision %s: %s", verdict.ref, exc)
 
@@ -343,14 +349,19 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
             log.warning("could not stamp trace header (queue id %s): %s", stamp.info.queue_id, exc)
 
     def _flush_deferred(self) -> None:
-        """A transaction ended with no final decision (every recipient refused, RSET, QUIT)."""
+        """A transaction ended with no final decision (every recipient refused, RSET,
+        QUIT, a dropped connection): record its recipient decisions and let the store
+        give back what the transaction held (a rate-limit reservation)."""
         events, self.deferred = getattr(self, "deferred", []), []
-        if not events:
+        message = getattr(self, "message", None)
+        if message is None:
             return
         try:
-            self.runtime.store.record_events(events)
-        except Exception as exc:  # a record, not a gate
-            log.warning("could not record %d recipient decision(s): %s", len(events), exc)
+            self.runtime.store.abandon(message, events)
+        except Exception as exc:  # a record, not a gate; a reservation lapses by its lease
+            log.warning(
+                "could not end transaction (%d recipient decision(s)): %s", len(events), exc
+            )
 
 
 def _params(params: tuple[str, ...]) -> dict[str, str]:

@@ -3,6 +3,7 @@ streams (`[content]`), campaign fingerprints across all senders (`[campaigns]`).
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -45,6 +46,7 @@ class ContentSection(Section):
     enabled: bool = True
     caps: ContentCaps = ContentCaps()
     weights: ContentWeights = ContentWeights()
+    rspamd: RspamdSection = Field(default_factory=lambda: RspamdSection())
 
 
 class CampaignsSection(Section):
@@ -109,3 +111,37 @@ class ReputationSection(Section):
     # A blocklist that fails: "open" skips it (a log line and a metric), "dns"
     # applies [dns] on_error to the message like any other DNS failure.
     on_error: Literal["open", "dns"] = "open"
+
+
+class SpamBudgetSection(Section):
+    """N spam verdicts within W block the VPS (and the customer) automatically.
+
+    A spam verdict: quarantine or harsher with a finding from a content check
+    (content, campaigns, reputation, rspamd).
+    """
+
+    enabled: bool = True
+    spam: int = Field(default=5, ge=1)
+    window: Duration = 600.0
+    block_for: Duration = 3600.0
+    action: Literal["reject", "tempfail"] = "reject"
+    scopes: tuple[Literal["vps", "customer"], ...] = ("vps", "customer")
+
+
+class RspamdSection(Section):
+    """An rspamd asked over HTTP (/checkv2) at end of message; off while url is empty."""
+
+    url: str = ""  # e.g. "http://127.0.0.1:11333" (the normal worker)
+    timeout: Duration = 2.0  # and never more than what is left of the message's budget
+    max_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)  # of body sent
+    min_score: float = 5.0  # rspamd scores below this are no finding
+    weight: float = 1.0  # the finding's score: rspamd's score x weight
+    # rspamd down or slow: "open" judges without it (a log line and a metric),
+    # "tempfail" answers 451 4.3.0 so nothing unscanned leaves.
+    on_error: Literal["open", "tempfail"] = "open"
+
+    @model_validator(mode="after")
+    def _url(self) -> RspamdSection:
+        if self.url and not re.fullmatch(r"http://[A-Za-z0-9.\-\[\]:]+:\d{1,5}/?", self.url):
+            raise ValueError("url is http://HOST:PORT of rspamd's normal worker")
+        return self

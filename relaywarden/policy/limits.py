@@ -3,6 +3,7 @@ keys of the rate-limit feature (`[plans.NAME]`, `[limits]`, `[[limits.overrides]
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Literal
 
@@ -178,9 +179,30 @@ class EscalationSection(Section):
     growth: float = Field(default=4.0, ge=1)
     max_block: Duration = 7 * 86400.0
     memory: Duration = 30 * 86400.0
-    action: Literal["reject", "tempfail"] = "reject"
+    # An automatic block defers (451 4.7.1): the client's MTA keeps the mail, and an
+    # honest sender that only retried loses nothing. "reject" (5xx) only if you say so.
+    action: Literal["reject", "tempfail"] = "tempfail"
+    # Count at most one hit per subject per sub-window (period / 10): the retries of
+    # one deferred backlog are one episode, not ten hits.
+    distinct_hits: bool = True
     webhook: WebhookSection = WebhookSection()
     email: EmailSection = EmailSection()
+
+
+class ReservationSection(Section):
+    """What MAIL FROM reserves for one transaction (admission is check-and-reserve)."""
+
+    # Recipients one message may reserve: Postfix's own smtp_destination_recipient_limit
+    # (50), so a Postfix client never meets it; recipients beyond it get 452 4.5.3 and
+    # go in the next message. Smaller: more parallel sessions share a recipient limit.
+    recipients: int = Field(default=50, ge=1, le=100_000)
+    # Bytes one message may reserve when its MAIL FROM declares no SIZE: Postfix's
+    # default message_size_limit.
+    bytes: int = Field(default=10_240_000, ge=1)
+    # A reservation nobody settles (the milter died mid-transaction) stops counting
+    # after this long. Longer than a transaction: Postfix's smtpd_timeout (300 s) bounds
+    # each command; a transaction that outlives it is still counted at its end.
+    lease: Duration = Field(default=600.0, ge=5, le=3600)
 
 
 class InventorySection(Section):
@@ -206,6 +228,9 @@ class Override(Section):
 
 class LimitsSection(Section):
     enabled: bool = True
+    # Clients never counted or limited: the relay host itself by default, so its
+    # own notices (escalation email through the relay) are never held back.
+    exempt: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     # Limits over every customer and VPS together: a ceiling for the whole relay.
     global_: Limits = Field(default=Limits(), alias="global")
     warmup: WarmupSection = WarmupSection()
@@ -213,11 +238,26 @@ class LimitsSection(Section):
     burst: BurstSection = BurstSection()
     escalation: EscalationSection = EscalationSection()
     inventory: InventorySection = InventorySection()
+    reservation: ReservationSection = ReservationSection()
     overrides: list[Override] = Field(default_factory=list)
 
     model_config = ConfigDict(
         extra="forbid", frozen=True, arbitrary_types_allowed=True, populate_by_name=True
     )
+
+    @field_validator("exempt")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for text in value:
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{text!r} is not a network: {exc}") from None
+        return value
+
+    @property
+    def exempt_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(text, strict=False) for text in self.exempt]
 
     @model_validator(mode="after")
     def _unique_overrides(self) -> LimitsSection:

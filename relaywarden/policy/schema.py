@@ -12,7 +12,12 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from relaywarden.policy.content import CampaignsSection, ContentSection, ReputationSection
+from relaywarden.policy.content import (
+    CampaignsSection,
+    ContentSection,
+    ReputationSection,
+    SpamBudgetSection,
+)
 from relaywarden.policy.crosscheck import cross_errors
 from relaywarden.policy.desk import QuarantineSection, WebSection
 from relaywarden.policy.forgery import (
@@ -103,8 +108,15 @@ class RedisSection(Section):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("a Redis URL starts with redis://, rediss:// or unix://")
+        if not value.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
+            raise ValueError(
+                "a Redis URL starts with redis://, rediss://, unix:// or "
+                "redis+sentinel://HOST:PORT[,HOST:PORT]/SERVICE"
+            )
+        if value.startswith("redis+sentinel://"):
+            from relaywarden.store import parse_sentinel_url
+
+            parse_sentinel_url(value)  # ValueError names what is wrong
         return value
 
     @field_validator("key_prefix")
@@ -198,6 +210,7 @@ class Policy(Section):
     content: ContentSection = ContentSection()
     campaigns: CampaignsSection = CampaignsSection()
     reputation: ReputationSection = ReputationSection()
+    spam_budget: SpamBudgetSection = SpamBudgetSection()
 
     @model_validator(mode="after")
     def _canonical_blocks(self) -> Policy:

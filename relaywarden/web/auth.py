@@ -104,9 +104,7 @@ class LoginResult(Enum):
 
 
 class Auth:
-    def __init__(
-        self, store: RedisStore, cfg: WebSection, clock: Callable[[], float] = time.time
-    ):
+    def __init__(self, store: RedisStore, cfg: WebSection, clock: Callable[[], float] = time.time):
         self.store = store
         self.cfg = cfg
         self.clock = clock

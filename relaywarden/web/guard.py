@@ -97,9 +97,7 @@ class DeskGuard:
         except Exception:
             log.exception("desk request %s %s", scope.get("method"), scope.get("path"))
             if not started:
-                await _error(scope, 500, "internal error; see the desk's log")(
-                    scope, receive, send
-                )
+                await _error(scope, 500, "internal error; see the desk's log")(scope, receive, send)
 
     async def _refusal(self, scope: Scope) -> Response | None:
         request = Request(scope)

@@ -1,0 +1,88 @@
+--[==[ RelayWarden: reading the sliding windows (window.lua).
+
+scripts.py puts this between prelude.lua and check.lua / reserve.lua, so the
+read-only lookup (`relaywarden status`) and admission count the same way. The
+algorithm and its error bound are documented in check.lua.
+  fields_of(key)                 the whole state hash as a table
+  counter(h, unit, window, nsub) what was committed in the window (ring of buckets)
+  unique(key, unit, window)      distinct members in the window (HyperLogLog union)
+  unreserve(key, qkey, member, h)  take a removed reservation out of the sums
+]==]
+
+-- The whole hash in one call (it is small: nsub+1 fields per unit and window).
+local function fields_of(key)
+  local flat = redis.call("HGETALL", key)
+  local h = {}
+  for j = 1, #flat, 2 do
+    h[flat[j]] = flat[j + 1]
+  end
+  return h
+end
+
+local function counter(h, unit, window, nsub)
+  local g = window / nsub
+  local i = math.floor(now / g)
+  local prefix = unit .. fmt(window) .. ":"
+  local total = 0
+  for s = 0, nsub do
+    local v = h[prefix .. s]
+    if v then
+      local b, n = string.match(v, "^(%-?%d+):(%d+)$")
+      b = tonumber(b)
+      if b and b >= i - nsub and b <= i then
+        total = total + tonumber(n)
+      end
+    end
+  end
+  return total
+end
+
+local function unique(key, unit, window)
+  local g = window / 2
+  local i = math.floor(now / g)
+  local keys = {}
+  for b = i - 2, i do
+    local k = key .. ":U" .. unit .. fmt(window) .. ":" .. string.format("%d", b)
+    -- Only the buckets that exist: PFCOUNT of one key uses its cached count,
+    -- of several it merges registers (much slower).
+    if redis.call("EXISTS", k) == 1 then
+      keys[#keys + 1] = k
+    end
+  end
+  if #keys == 0 then
+    return 0
+  end
+  return redis.call("PFCOUNT", unpack(keys))
+end
+
+
+-- Reservations (reserve.lua): sums of the live ones per unit, in the state hash.
+local UNITS = {"m", "r", "b", "R", "D"}
+local SUMS = {"qm", "qr", "qb", "qR", "qD"}
+
+-- `member` ("<id> m r b R D") has just been removed from `qkey`: subtract its
+-- amounts from the sums (and from the table `h` if given, the caller's copy).
+-- No reservation left: the sums go (they must be 0; this also heals any drift).
+local function unreserve(key, qkey, member, h)
+  local n = 0
+  for word in string.gmatch(member, "%S+") do
+    if n > 0 and SUMS[n] then
+      local amount = tonumber(word) or 0
+      if amount > 0 then
+        local left = redis.call("HINCRBY", key, SUMS[n], -amount)
+        if h then
+          h[SUMS[n]] = tostring(left)
+        end
+      end
+    end
+    n = n + 1
+  end
+  if redis.call("ZCARD", qkey) == 0 then
+    redis.call("HDEL", key, unpack(SUMS))
+    if h then
+      for _, name in ipairs(SUMS) do
+        h[name] = nil
+      end
+    end
+  end
+end
