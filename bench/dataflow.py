@@ -31,7 +31,7 @@ from relaywarden.devstack.redis import RedisServer
 from relaywarden.devstack.sink import Sink
 from relaywarden.devstack.smtpclient import Session
 
-VARIANTS = ("answered", "noreply", "absent", "no milter")
+VARIANTS = ("answered", "all-answered", "noreply", "absent", "no milter")
 RUN_SECONDS = 60.0
 # The shipped defaults, with a default plan wide enough that the rate limits are
 # evaluated on every message but never refuse one during the run (a bench run

@@ -28,7 +28,20 @@ class AbsentData(RelayWardenMilter):
     data = Milter.Base.data  # pymilter's @nocallback default: Postfix is told to skip DATA
 
 
+NO_REPLY_BITS = (
+    Milter.P_NR_CONN | Milter.P_NR_HELO | Milter.P_NR_MAIL | Milter.P_NR_RCPT
+    | Milter.P_NR_DATA | Milter.P_NR_UNKN | Milter.P_NR_EOH | Milter.P_NR_BODY | Milter.P_NR_HDR
+)  # fmt: skip
+
+
+class AllAnswered(RelayWardenMilter):
+    """Every callback answered, none skipped: what pymilter's broken negotiation gave."""
+
+    _protocol_mask = RelayWardenMilter.protocol_mask() | NO_REPLY_BITS
+
+
 VARIANTS: dict[str, type[RelayWardenMilter]] = {
+    "all-answered": AllAnswered,
     "answered": RelayWardenMilter,
     "noreply": NoReplyData,
     "absent": AbsentData,
@@ -47,7 +60,7 @@ def main() -> int:
         listen=args.listen, redis_url=args.redis_url, nameservers=[args.nameserver]
     )
     runtime = Runtime.start(args.config, overrides)
-    setup_logging("warning")
+    setup_logging(runtime.policy.log.level)  # as `relaywarden run`: a fair comparison
     return run(runtime, VARIANTS[args.variant])
 
 

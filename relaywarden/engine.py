@@ -85,6 +85,11 @@ def _fail_mode(service: str, policy: Policy) -> str:
     return str(getattr(section, "on_error", "tempfail"))
 
 
+def body_needed(policy: Policy, checks: Sequence[Check] = CHECKS) -> bool:
+    """Whether any check reads the body under `policy` (else Postfix need not send it)."""
+    return any(check.needs_body(policy) for check in checks)
+
+
 def run_checks(checks: Sequence[Check], ctx: Context) -> list[Finding]:
     findings: list[Finding] = []
     for check in checks:

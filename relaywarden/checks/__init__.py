@@ -42,6 +42,11 @@ class Context:
 
 
 CheckFn = Callable[[Context], list[Finding]]
+BodyNeed = Callable[[Policy], bool]
+
+
+def no_body(policy: Policy) -> bool:
+    return False
 
 
 @dataclass(frozen=True)
@@ -49,3 +54,6 @@ class Check:
     name: str
     stage: Stage
     run: CheckFn
+    # Whether, under `policy`, this check reads the body (its bytes, size or the
+    # content view). When no check does, Postfix is told not to send the body.
+    needs_body: BodyNeed = no_body

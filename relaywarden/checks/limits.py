@@ -9,7 +9,9 @@ import os
 from relaywarden.checks import BLOCKS_NOTE, Check, Context, Stage
 from relaywarden.limits.fetch import LimitState, demand, fetch
 from relaywarden.limits.model import CODE, Binding, Burst
+from relaywarden.policy import Policy
 from relaywarden.policy.durations import format_duration
+from relaywarden.policy.limits import Limits
 from relaywarden.store import RedisStore
 from relaywarden.verdict import Action, Finding, TempFailReply
 
@@ -146,7 +148,27 @@ def run_eom(ctx: Context) -> list[Finding]:
 
 MAIL = Check("limits.mail", Stage.MAIL, run_mail)
 RCPT = Check("limits.rcpt", Stage.RCPT, run_rcpt)
-EOM = Check("limits.eom", Stage.EOM, run_eom)
+_BYTES_SEEN: tuple[Policy, bool] | None = None  # the last policy asked about
+
+
+def uses_bytes(policy: Policy) -> bool:
+    """True when any plan (any of its scopes), override or the global ceiling
+    limits bytes."""
+    global _BYTES_SEEN
+    seen = _BYTES_SEEN
+    if seen is not None and seen[0] is policy:  # asked once per connection: cache it
+        return seen[1]
+    limits = policy.limits
+    scopes: list[Limits | None] = [limits.global_, *(o.limits for o in limits.overrides)]
+    for plan in policy.plans.values():
+        scopes += [plan, plan.customer, plan.user, plan.sender]
+    result = any(scope is not None and scope.bytes for scope in scopes)
+    _BYTES_SEEN = (policy, result)
+    return result
+
+
+# Bytes are counted from the body's size.
+EOM = Check("limits.eom", Stage.EOM, run_eom, needs_body=uses_bytes)
 
 # Registers the end-of-message commit on RedisStore.finish's pipeline.
 from relaywarden.limits import hook as _hook  # noqa: E402,F401

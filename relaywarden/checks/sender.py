@@ -330,4 +330,7 @@ def run_message(ctx: Context) -> list[Finding]:
 
 
 ENVELOPE = Check("sender.envelope", Stage.MAIL, run_envelope)
-MESSAGE = Check(MESSAGE_NAME, Stage.EOM, run_message)
+# DKIM-aware DMARC verifies a signature over the body.
+MESSAGE = Check(
+    MESSAGE_NAME, Stage.EOM, run_message, needs_body=lambda p: p.checks.sender.enabled
+)

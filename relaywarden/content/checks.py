@@ -90,4 +90,4 @@ def run(ctx: Context) -> list[Finding]:
     return _problems(view, ctx) + _phishing(view, ctx)
 
 
-CHECK = Check("content", Stage.EOM, run)
+CHECK = Check("content", Stage.EOM, run, needs_body=lambda policy: policy.content.enabled)

@@ -92,4 +92,5 @@ def run(ctx: Context) -> list[Finding]:
     return findings
 
 
-CHECK = Check(NAME, Stage.EOM, run)
+# The URLs come from the content view, built from the body.
+CHECK = Check(NAME, Stage.EOM, run, needs_body=lambda policy: policy.content.enabled)

@@ -126,4 +126,7 @@ def run(ctx: Context) -> list[Finding]:
             session.spent += time.monotonic() - started
 
 
-CHECK = Check(NAME, Stage.EOM, run)
+# The body goes to rspamd (its first max_bytes, kept by the content view).
+CHECK = Check(
+    NAME, Stage.EOM, run, needs_body=lambda p: p.content.enabled and bool(p.content.rspamd.url)
+)

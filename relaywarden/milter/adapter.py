@@ -131,6 +131,34 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
             spool.close()
         self.dkim_body: dkimverify.BodySpool | None = None
 
+    # -- negotiation -----------------------------------------------------
+    def negotiate(self, opts: list[int]) -> int:
+        """What Postfix sends and waits for: pymilter's Base.negotiate, repaired,
+        plus no body when no check reads it under the policy in force.
+
+        pymilter 1.0.5's Base.setsymlist hands its C module bytes where that wants
+        str; the TypeError makes Base.negotiate answer ALL_OPTS, and then nothing
+        is negotiated: every callback sent and answered (@noreply, @nocallback
+        and @symlist ignored), every macro sent. pymilter's TestCtx takes bytes
+        too, so only a real MTA showed it.
+        """
+        try:
+            self._actions, offered, _, _ = opts
+            if self._actions & Milter.SETSYMLIST:
+                for name, stage in Milter.MACRO_CALLBACKS.items():
+                    macros = getattr(getattr(self, name), "_symlist", None)
+                    if macros:
+                        self._ctx.setsymlist(stage, " ".join(macros))
+            protocol = offered & ~self.protocol_mask()
+            if offered & Milter.P_NOBODY and not engine.body_needed(self.runtime.policy):
+                protocol |= Milter.P_NOBODY  # SMFIP_NOBODY: no body chunks at all
+            opts[1] = self._protocol = protocol
+            opts[2] = opts[3] = 0
+        except Exception:
+            log.exception("milter negotiation failed: Postfix will send every callback")
+            return int(Milter.ALL_OPTS)
+        return int(Milter.CONTINUE)
+
     # -- connection ------------------------------------------------------
     @Milter.noreply
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:

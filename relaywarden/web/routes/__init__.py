@@ -20,6 +20,7 @@ from relaywarden.web.routes import (
     login,
     outcomes,
     quarantine,
+    refs,
     status,
     trace,
 )
@@ -40,5 +41,6 @@ PAGE_GROUPS: list[PageGroup] = [
     PageGroup(outcomes.router, ("Outcomes", "/outcomes")),
     PageGroup(outcomes.complaints_router, ("Complaints", "/complaints")),
     PageGroup(audit.router, ("Audit log", "/audit")),
+    PageGroup(refs.router, ("Reference", "/ref")),
     PageGroup(trace.router, ("Trace", "/trace")),
 ]
