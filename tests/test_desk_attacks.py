@@ -468,3 +468,74 @@ def test_relaywarden_web_reloads_on_sighup_and_a_removed_user_is_out(
         log = web.proc.log_text()
         assert "policy reloaded: 1 web users" in log
         assert "login of 'victor'" in log  # logins go to the log, not only to Redis
+
+
+# -- listing and bulk actions -------------------------------------------------------
+BULK_ID = r'name="ids" value="([^"]+)"'
+
+
+def test_a_flood_of_new_entries_hides_no_older_held_message(stack: Stack, fresh) -> None:  # type: ignore[no-untyped-def]
+    from relaywarden.desk import index
+    from relaywarden.desk.index import Entry
+
+    store = fresh.state.desk.store
+    finding = [{"check": "blocks", "name": "blocked", "score": 0.0}]
+
+    def entry(n: int, vps: str, when: float) -> Entry:
+        return Entry(f"4jbxmr3Lv{n:06d}zJ9Nx", "elsewhere", when, f"RW-{n:010d}", "cust-a",
+                     vps, "", "promo@shop.example", ["a@example.org"], 1, f"s{n}", "", 5.0,
+                     finding)  # fmt: skip
+
+    old = entry(0, "203.0.113.60", 1_000.0)
+    flood = [entry(n, "203.0.113.61", 2_000.0 + n) for n in range(1, 6001)]
+    index.reindex(store, [old, *flood], retention=10**9)
+    desk = fresh.state.desk
+    assert [e.queue_id for e in desk.entries(vps="203.0.113.60")] == [old.queue_id]
+    assert [e.queue_id for e in desk.entries(search="s0")] == [old.queue_id]
+    by_customer = desk.select(customer="cust-a")
+    assert len(by_customer.entries) == 500 and by_customer.more and by_customer.older
+    # Paging reaches the oldest one; nothing is skipped or repeated.
+    seen: list[str] = []
+    before = None
+    for _ in range(20):
+        page = desk.select(finding="blocks/blocked", before=before)
+        seen += [e.queue_id for e in page.entries]
+        if not page.more:
+            break
+        before = page.older
+    assert len(seen) == 6001 == len(set(seen)) and seen[-1] == old.queue_id
+
+
+def test_bulk_acts_on_exactly_the_selection_shown(stack: Stack, reviewer: TestClient) -> None:
+    import re
+
+    client = reviewer
+    csrf = CSRF.search(client.get("/").text)
+    assert csrf
+    mine = hold(stack, "bulk target one", client="203.0.113.62")
+    bystander = hold(stack, "bulk bystander", client="203.0.113.62")
+    # A filtered list (search) shows one of the VPS's two messages: the form carries one.
+    listing = client.get("/", params={"vps": "203.0.113.62", "q": "bulk target"}).text
+    ids = re.findall(BULK_ID, listing)
+    assert [i.split("/")[1] for i in ids] == [mine]
+    form = {"csrf": csrf.group(1), "ids": ids, "count": "1", "confirm": "yes",
+            "action": "delete"}  # fmt: skip
+    assert client.post("/bulk", data=form, follow_redirects=False).status_code == 303
+    held_now = {e["queue_id"] for e in stack.postfix.hold_queue()}  # type: ignore[union-attr]
+    assert mine not in held_now and bystander in held_now
+    # The count confirmed must still be true when the action runs: else nothing is done.
+    again = client.post("/bulk", data=form)
+    assert again.status_code == 409 and "nothing was done" in again.text
+    api = client.post(
+        "/api/bulk",
+        headers={"X-CSRF-Token": csrf.group(1)},
+        json={"action": "delete", "vps": "203.0.113.62", "expect_count": 2},
+    )
+    assert api.status_code == 409
+    assert bystander in {e["queue_id"] for e in stack.postfix.hold_queue()}  # type: ignore[union-attr]
+    done = client.post(
+        "/api/bulk",
+        headers={"X-CSRF-Token": csrf.group(1)},
+        json={"action": "delete", "vps": "203.0.113.62", "expect_count": 1},
+    )
+    assert done.status_code == 200 and [r["queue_id"] for r in done.json()] == [bystander]

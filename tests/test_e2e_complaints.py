@@ -19,6 +19,7 @@ from relaywarden.devstack.procs import LOOPBACK, Proc, free_port, poll_until, wa
 from relaywarden.devstack.stack import Stack
 from tests.complaints_support import arf, forward
 from tests.mail import message
+from tests.test_e2e_limits import Receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -51,15 +52,31 @@ listen = "127.0.0.1:{port}"
 share = 0.01
 min_count = 3
 action = "quarantine"
+warn_share = 0.01
+warn_min_count = 2
+
+[outcomes.webhook]
+url = "{webhook}"
+attempts = 3
+backoff = "100ms"
 """
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, int]]:
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def world(
+    tmp_path_factory: pytest.TempPathFactory, receiver: Receiver
+) -> Iterator[tuple[Stack, int]]:
     port = free_port()
     tmp = tmp_path_factory.mktemp("complaints")
     policy = tmp / "policy.toml"
-    policy.write_text(POLICY.replace("{port}", str(port)))
+    policy.write_text(POLICY.replace("{port}", str(port)).replace("{webhook}", receiver.url))
     stack = Stack(policy).start()
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     argv = [sys.executable, "-m", "relaywarden", "complaints", "listen"]
@@ -106,7 +123,9 @@ def report(port: int, raw: bytes) -> None:
         smtp.sendmail("fbl@mailbox.example", ["fbl@relay.example.net"], crlf)
 
 
-def test_complaints_are_attributed_and_the_next_message_held(world: tuple[Stack, int]) -> None:
+def test_complaints_are_attributed_and_the_next_message_held(
+    world: tuple[Stack, int], receiver: Receiver
+) -> None:
     stack, port = world
     spammy, cafe = "203.0.113.60", "198.51.100.9"
     for n in range(3):
@@ -151,6 +170,15 @@ def test_complaints_are_attributed_and_the_next_message_held(world: tuple[Stack,
     unattributed = [e for e in entries if not e["attributed"]]
     assert len(unattributed) == 2 and all(e["problems"] for e in unattributed)
 
+    # The warning line (2 complaints) sent the abuse team one notice per subject.
+    poll_until(
+        lambda: any(n.get("subject") == "customer:cust-spammy" for n in receiver.notices),
+        10,
+        "the complaints warning",
+    )
+    warned = [n for n in receiver.notices if n.get("kind") == "complaints"]
+    assert {n["subject"] for n in warned} == {f"vps:{spammy}", "customer:cust-spammy"}
+    assert all(n["count"] == 2 for n in warned)  # sent once, at the crossing
     # The customer's next message is held (quarantine) at MAIL FROM's finding...
     nxt = stack.send(
         "deals@shop.example", ["x@example.org"], message("deals@shop.example"), client=spammy

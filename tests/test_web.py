@@ -247,19 +247,22 @@ def test_block_add_and_lift_from_the_web(operator) -> None:  # type: ignore[no-u
     assert ("block", "vps:198.51.100.77") in actions and ("unblock", "vps:198.51.100.77") in actions
 
 
+BULK_ID = re.compile(r'name="ids" value="([^"]+)"')
+BULK_COUNT = re.compile(r'name="count" value="(\d+)"')
+
+
 def test_bulk_delete_per_vps_from_the_web(stack: Stack, operator) -> None:  # type: ignore[no-untyped-def]
     client, csrf = operator
     ids = {hold(stack, f"web bulk {n}", client="203.0.113.35") for n in range(2)}
-    unconfirmed = client.post(
-        "/bulk", data={"csrf": csrf, "vps": "203.0.113.35", "action": "delete"}
-    )
+    listing = client.get("/", params={"vps": "203.0.113.35"}).text
+    shown = BULK_ID.findall(listing)
+    count = BULK_COUNT.search(listing)
+    assert count and {i.split("/")[1] for i in shown} >= ids
+    form = {"csrf": csrf, "ids": shown, "count": count.group(1), "action": "delete"}
+    unconfirmed = client.post("/bulk", data=form)
     assert unconfirmed.status_code == 400
     assert all(held(stack, q) for q in ids)
-    done = client.post(
-        "/bulk",
-        data={"csrf": csrf, "vps": "203.0.113.35", "action": "delete", "confirm": "yes"},
-        follow_redirects=False,
-    )
+    done = client.post("/bulk", data={**form, "confirm": "yes"}, follow_redirects=False)
     assert done.status_code == 303
     assert not any(held(stack, q) for q in ids)
 

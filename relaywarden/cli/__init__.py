@@ -24,6 +24,7 @@ from relaywarden.cli import (  # noqa: E402,F401
     demo,
     limits,
     quarantine,
+    ref,
     replay,
     run,
     trace,

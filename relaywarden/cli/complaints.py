@@ -82,6 +82,9 @@ def maildir(
     while True:
         done = read_maildir(store, policy, directory)
         if once:
+            from relaywarden.outcomes.notify import NOTIFIER
+
+            NOTIFIER.drain()  # warning notices go out before the process exits
             typer.echo(json.dumps(done.__dict__))
             return
         if stop.wait(max(every, 0.5)):

@@ -19,7 +19,9 @@ from relaywarden.cli.desk import (
 from relaywarden.cli.options import AsOpt, ConfigOpt, JsonOpt, ReasonOpt, RedisOpt, SinceOpt
 from relaywarden.cli.text import evidence_text
 
-quarantine = typer.Typer(help="Messages held in Postfix's hold queue: list, show, release, delete.")
+quarantine = typer.Typer(
+    help="Messages held in Postfix's hold queue: list, show, release, delete, scan."
+)
 app.add_typer(quarantine, name="quarantine")
 
 CustomerOpt = Annotated[str | None, typer.Option("--customer", help="Only this customer id.")]
@@ -173,7 +175,8 @@ def _act(
         if not entries:
             typer.echo("nothing held for that sender")
             return
-        if not yes:
+        if not yes and not (len(queue_ids) == 1 and len(entries) == 1):
+            # One queue id named on the command line is its own confirmation.
             for e in entries:
                 typer.echo(f"  {e.queue_id} on {e.relay}  <{e.sender}>  {e.subject!r}")
             typer.confirm(f"{action} {len(entries)} message(s)?", abort=True)
@@ -217,6 +220,40 @@ def _queue_command(action: str, doc: str) -> None:
 
 _queue_command("release", "Release held messages: out of the hold queue and delivered now.")
 _queue_command("delete", "Delete held messages from the hold queue (nothing is sent).")
+
+
+@quarantine.command("scan")
+def scan_cmd(
+    json_out: JsonOpt = False,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+) -> None:
+    """Make the index and this relay's hold queue agree: file held messages the
+    index does not know, mark entries whose message is gone (the agent runs this
+    every [quarantine] scan_interval)."""
+    from relaywarden.desk.scan import QueueUnreadable
+
+    with desk_errors():
+        desk = open_desk(config, redis_url)
+        try:
+            report = desk.scan()
+        except QueueUnreadable as exc:
+            # Not "nothing held": the queue could not be read, nothing was changed.
+            typer.echo(f"error: {exc} (run as root or the postfix user?)", err=True)
+            raise typer.Exit(1) from None
+    if json_out:
+        dump(asdict(report))
+        return
+    typer.echo(
+        f"relay {desk.relay}: {report.held} held, {report.known} indexed; "
+        f"{len(report.added)} filed anew, {len(report.gone)} marked gone"
+    )
+    for qid in report.added:
+        typer.echo(f"  filed  {qid}")
+    for qid in report.gone:
+        typer.echo(f"  gone   {qid}")
+    for qid in report.unreadable:
+        typer.echo(f"  (could not read the content of {qid}: filed without Subject/From)")
 
 
 @app.command()

@@ -10,6 +10,7 @@ round trip. Anything else is kept and shown as unattributed.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,8 @@ from relaywarden.policy import Policy
 from relaywarden.store import RedisStore, redis_errors
 from relaywarden.subjects import Subject
 from relaywarden.trace.record import lookup
+
+log = logging.getLogger("relaywarden.complaints")
 
 
 def stream_key(prefix: str) -> str:
@@ -86,6 +89,13 @@ def take(
     else:
         entry["problems"] = [*entry["problems"], "no trace token found"]
     _store(store, policy, entry, subjects)
+    if subjects and policy.complaints.enabled:
+        from relaywarden.outcomes.service import warner  # the watcher's notices, same rule
+
+        try:
+            warner(store, policy)([str(s) for s in subjects])
+        except Exception as exc:  # a notice, not a gate: the complaint is already recorded
+            log.warning("complaint warning not sent: %s", exc)
     return entry
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 from relaywarden.desk import index
@@ -29,4 +30,6 @@ def _serve(runtime: Runtime, stop: threading.Event, idle: float = 1.0) -> None:
             continue
         if desk is None or built_for != (policy.quarantine, policy.redis):
             desk, built_for = Desk.from_policy(policy), (policy.quarantine, policy.redis)
+            with contextlib.suppress(Exception):  # Redis down: serve_one logs and retries
+                desk.recover_jobs()
         desk.serve_one(stop)

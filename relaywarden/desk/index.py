@@ -26,7 +26,9 @@ from relaywarden.store import Outcome, RedisStore, redis_errors
 from relaywarden.verdict import Action
 
 MAX_EVIDENCE_TEXT = 500
-MAX_LISTED = 5000  # newest entries a listing reads; the abuse team filters below that
+MAX_LISTED = 500  # matching entries one listing shows; older ones are a page further
+CHUNK = 500  # index members read per round trip while filtering
+MAX_SCAN = 100_000  # index members one listing may read before it says "more"
 
 
 def _cap_evidence(value: Any) -> Any:
@@ -121,14 +123,35 @@ def _stored(entry: Entry) -> str:
     )
 
 
+def facet_keys(store: RedisStore, entry: Entry) -> list[str]:
+    """The secondary indexes an entry is listed in: its VPS, customer, findings."""
+    keys = [facet_key(store, "vps", entry.vps)]
+    if entry.customer:
+        keys.append(facet_key(store, "customer", entry.customer))
+    for f in entry.findings[:20]:
+        keys.append(facet_key(store, "finding", str(f.get("check"))))
+        keys.append(facet_key(store, "finding", f"{f.get('check')}/{f.get('name')}"))
+    return list(dict.fromkeys(keys))
+
+
+def facet_key(store: RedisStore, kind: str, value: str) -> str:
+    # The value is hashed, never spliced: it comes from a message.
+    return f"{store.keys.prefix}:quarantine:{kind}:{{{digest(value)}}}"
+
+
 def queue_write(
     store: RedisStore, pipe: redis.client.Pipeline, entry: Entry, retention: float
 ) -> None:
+    """File `entry` on `pipe` (the caller's round trip): the entry, the time index,
+    and one index per VPS, customer and finding, each trimmed to `retention`."""
     key = entry_key(store, entry.queue_id)
     pipe.hset(key, entry.relay, _stored(entry))
     pipe.expire(key, int(retention) + 1)
-    pipe.zadd(index_key(store), {_member(entry): entry.time})
-    pipe.zremrangebyscore(index_key(store), 0, entry.time - retention)
+    for index in (index_key(store), *facet_keys(store, entry)):
+        pipe.zadd(index, {_member(entry): entry.time})
+        pipe.zremrangebyscore(index, 0, entry.time - retention)
+        if index != index_key(store):
+            pipe.expire(index, int(retention) + 1)
 
 
 class QuarantineRecorder:
@@ -173,21 +196,114 @@ def get(store: RedisStore, queue_id: str) -> list[Entry]:
     )
 
 
-def recent(store: RedisStore, since: float = 0.0, limit: int = MAX_LISTED) -> list[Entry]:
-    """Entries held at or after `since`, newest first; expired ones are dropped."""
+@dataclass(frozen=True)
+class Selection:
+    """What a listing found: matching entries newest first, and whether the index
+    holds more (older) ones than were read."""
+
+    entries: list[Entry]
+    more: bool
+    older: float | None  # pass as `before` to continue
+
+
+def select(
+    store: RedisStore,
+    *,
+    vps: str | None = None,
+    customer: str | None = None,
+    finding: str | None = None,
+    since: float = 0.0,
+    before: float | None = None,
+    match: Callable[[Entry], bool] | None = None,
+    limit: int = MAX_LISTED,
+    max_scan: int = MAX_SCAN,
+) -> Selection:
+    """Entries held in [since, before), newest first, read from the narrowest
+    index (VPS, else customer, else finding, else all) and checked against every
+    filter, a chunk at a time, until `limit` match or the index ends. No cap is
+    applied before the filters, so a flood of new entries hides nothing."""
+    facets = [("vps", vps), ("customer", customer), ("finding", finding)]
+    index = next((facet_key(store, k, v) for k, v in facets if v), index_key(store))
+    high: str = f"({before}" if before is not None else "+inf"
+    found: list[Entry] = []
+    scanned = 0
+    while scanned < max_scan:
+        with redis_errors("quarantine listing"):
+            rows: list[tuple[bytes, float]] = store.client.zrevrangebyscore(  # type: ignore[assignment]
+                index, high, since, start=0, num=CHUNK, withscores=True
+            )
+        if not rows:
+            return Selection(found, False, None)
+        entries = _load(store, index, [m for m, _ in rows])
+        scanned += len(rows)
+        for (_, score), entry in zip(rows, entries, strict=True):
+            if entry is None or not _wanted(entry, vps, customer, finding, match):
+                continue
+            found.append(entry)
+            if len(found) == limit:
+                # The next page starts below this time (float seconds: ties are
+                # near impossible).
+                return Selection(found, True, score)
+        high = f"({rows[-1][1]}"
+        if len(rows) < CHUNK:
+            return Selection(found, False, None)
+    return Selection(found, True, float(high[1:]))
+
+
+def _wanted(
+    entry: Entry,
+    vps: str | None,
+    customer: str | None,
+    finding: str | None,
+    match: Callable[[Entry], bool] | None,
+) -> bool:
+    if vps and entry.vps != vps:
+        return False
+    if customer and entry.customer != customer:
+        return False
+    if (
+        finding
+        and finding not in entry.finding_names
+        and not any(str(f.get("check")) == finding for f in entry.findings)
+    ):
+        return False
+    return match is None or match(entry)
+
+
+def _load(store: RedisStore, index: str, members: list[bytes]) -> list[Entry | None]:
+    pairs = [json.loads(m) for m in members]
     with redis_errors("quarantine listing"):
-        members: list[bytes] = store.client.zrevrangebyscore(  # type: ignore[assignment]
-            index_key(store), "+inf", since, start=0, num=limit
-        )
-        pairs = [json.loads(m) for m in members]
         pipe = store.client.pipeline(transaction=False)
         for relay, qid in pairs:
             pipe.hget(entry_key(store, qid), relay)
         rows = pipe.execute()
         gone = [m for m, row in zip(members, rows, strict=True) if row is None]
-        if gone:
-            store.client.zrem(index_key(store), *gone)
-    return [e for e in (_entry(r) for r in rows) if e is not None]
+        if gone:  # expired entries leave the index they were found in
+            store.client.zrem(index, *gone)
+    return [_entry(r) for r in rows]
+
+
+def get_many(store: RedisStore, ids: list[tuple[str, str]]) -> list[Entry | None]:
+    """The entries for these (relay, queue id) pairs, in one round trip."""
+    with redis_errors("quarantine lookup"):
+        pipe = store.client.pipeline(transaction=False)
+        for relay, qid in ids:
+            pipe.hget(entry_key(store, qid), relay)
+        return [_entry(r) for r in pipe.execute()]
+
+
+def recent(store: RedisStore, since: float = 0.0, limit: int = MAX_LISTED) -> list[Entry]:
+    """Entries held at or after `since`, newest first; expired ones are dropped."""
+    return select(store, since=since, limit=limit).entries
+
+
+def reindex(store: RedisStore, entries: list[Entry], retention: float) -> None:
+    """File entries again in every index (after an upgrade, or by `quarantine scan`)."""
+    with redis_errors("quarantine reindex"):
+        pipe = store.client.pipeline(transaction=False)
+        for entry in entries:
+            queue_write(store, pipe, entry, retention)
+        pipe.execute()
 
 
 def set_state(store: RedisStore, entry: Entry, state: str, detail: str = "") -> Entry:

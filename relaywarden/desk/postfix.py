@@ -12,6 +12,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Short ids are upper-case hex. Long ids (enable_long_queue_ids) are the time in
 # base 52 (digits and consonants, 'z' included), a 'z', then the inode number in
@@ -55,25 +56,32 @@ class PostfixTools:
 
     def hold_ids(self) -> set[str]:
         """Queue ids in the hold queue now (`postqueue -j`)."""
+        return {str(e.get("queue_id")) for e in self.hold_entries()}
+
+    def hold_entries(self) -> list[dict[str, Any]]:
+        """The hold queue now, as `postqueue -j` describes each message (queue_id,
+        arrival_time, sender, recipients). Raises PostfixError when the queue
+        cannot be read: that is never reported as "nothing held"."""
         out = self._run("postqueue", "-j")
         if out.returncode != 0:
             raise PostfixError(f"postqueue -j: {out.stderr.decode(errors='replace').strip()}")
-        ids = set()
+        entries = []
         for line in out.stdout.splitlines():
             try:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            if entry.get("queue_name") == "hold":
-                ids.add(str(entry.get("queue_id")))
-        return ids
+            if isinstance(entry, dict) and entry.get("queue_name") == "hold":
+                entries.append(entry)
+        return entries
 
     def release(self, queue_id: str) -> None:
         """Out of hold, then scheduled for delivery now rather than at the next queue run."""
         qid = check_queue_id(queue_id)
         self._counted("postsuper", "Released from hold", "-H", qid)
-        if self._run("postqueue", "-i", qid).returncode != 0:
-            self._run("postqueue", "-f")
+        # Delivered now; if that fails it goes at the next queue run. Never
+        # `postqueue -f`: that would push every deferred message of every customer.
+        self._run("postqueue", "-i", qid)
 
     def delete(self, queue_id: str) -> None:
         qid = check_queue_id(queue_id)

@@ -11,15 +11,19 @@ import json
 import logging
 import re
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from relaywarden import audit, blocking
-from relaywarden.desk import index
+from relaywarden.desk import index, refs
+from relaywarden.desk import scan as queue_scan
 from relaywarden.desk.index import Entry
 from relaywarden.desk.postfix import PostfixError, PostfixTools, check_queue_id
 from relaywarden.desk.preview import Preview, PreviewTimeout, PreviewWorker
+from relaywarden.desk.scan import ScanReport
 from relaywarden.desk.status import SenderStatus, sender_status
 from relaywarden.errors import StoreError
 from relaywarden.keys import digest
@@ -33,6 +37,24 @@ _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 QueueAction = Literal["release", "delete"]
 Via = Literal["cli", "web", "api", "agent"]
+
+
+MAX_BULK = 10_000  # messages one bulk action may cover
+
+
+def _search(text: str) -> Callable[[Entry], bool]:
+    needle = text.lower()
+
+    def match(e: Entry) -> bool:
+        return (
+            needle in e.sender.lower()
+            or needle in e.subject.lower()
+            or needle in e.from_header.lower()
+            or needle == e.ref.lower()
+            or needle == e.queue_id.lower()
+        )
+
+    return match
 
 
 class DeskError(Exception):
@@ -89,6 +111,8 @@ class Desk:
         self.policy = policy
         self.policy_path = policy_path
         self._previews: PreviewWorker | None = None
+        self.queue_error = ""  # why the hold queue could not be read last time
+        self._next_scan = 0.0
 
     @classmethod
     def from_policy(
@@ -126,25 +150,35 @@ class Desk:
         finding: str | None = None,
         search: str | None = None,
     ) -> list[Entry]:
-        entries = index.recent(self.store, since)
-        if customer:
-            entries = [e for e in entries if e.customer == customer]
-        if vps:
-            entries = [e for e in entries if e.vps == vps]
-        if finding:
-            entries = [e for e in entries if any(finding in n for n in e.finding_names)]
-        if search:
-            needle = search.lower()
-            entries = [
-                e
-                for e in entries
-                if needle in e.sender.lower()
-                or needle in e.subject.lower()
-                or needle in e.from_header.lower()
-                or needle == e.ref.lower()
-                or needle == e.queue_id.lower()
-            ]
-        return self._with_hold_state(entries)
+        return self.select(
+            customer=customer, vps=vps, since=since, finding=finding, search=search
+        ).entries
+
+    def select(
+        self,
+        *,
+        customer: str | None = None,
+        vps: str | None = None,
+        since: float = 0.0,
+        finding: str | None = None,
+        search: str | None = None,
+        before: float | None = None,
+        limit: int = index.MAX_LISTED,
+    ) -> index.Selection:
+        """Held messages matching every filter, newest first, read from Redis's
+        per-VPS/customer/finding index (no cap before the filters)."""
+        match = _search(search) if search else None
+        found = index.select(
+            self.store,
+            vps=vps,
+            customer=customer,
+            finding=finding,
+            since=since,
+            before=before,
+            match=match,
+            limit=limit,
+        )
+        return replace(found, entries=self._with_hold_state(found.entries))
 
     def _with_hold_state(self, entries: list[Entry]) -> list[Entry]:
         if not any(e.relay == self.relay for e in entries):
@@ -152,8 +186,11 @@ class Desk:
         try:
             held = self.postfix.hold_ids()
         except PostfixError as exc:
+            # in_hold stays None: "unknown", never "left the hold queue".
             log.warning("cannot read the hold queue: %s", exc)
+            self.queue_error = str(exc)
             return entries
+        self.queue_error = ""
         return [
             replace(e, in_hold=e.queue_id in held) if e.relay == self.relay else e for e in entries
         ]
@@ -175,6 +212,8 @@ class Desk:
         preview, note = None, ""
         if entry.relay != self.relay:
             note = f"held on relay {entry.relay}: its content can be read there"
+        elif entry.in_hold is None:
+            note = f"could not read the hold queue ({self.queue_error or 'postqueue failed'})"
         elif not entry.in_hold:
             note = "the message is no longer in the hold queue"
         else:
@@ -230,11 +269,30 @@ class Desk:
         """Everything still held for one VPS or customer: the set a bulk action covers."""
         if not vps and not customer:
             raise DeskError("a bulk action needs a VPS or a customer")
+        found = self.select(vps=vps, customer=customer, limit=MAX_BULK)
+        if found.more:
+            raise DeskError(f"more than {MAX_BULK} messages match: narrow the selection")
+        return [e for e in found.entries if e.state == "held" and e.in_hold is not False]
+
+    def selected(self, ids: list[tuple[str, str]]) -> list[Entry]:
+        """Exactly these (relay, queue id) entries that are still held; the caller
+        compares the count with what the operator saw and confirmed."""
+        for _, qid in ids:
+            check_queue_id(qid)
+        found = [e for e in index.get_many(self.store, ids) if e is not None]
         return [
-            e
-            for e in self.entries(vps=vps, customer=customer)
-            if e.state == "held" and e.in_hold is not False
+            e for e in self._with_hold_state(found) if e.state == "held" and e.in_hold is not False
         ]
+
+    def reference(self, ref: str) -> tuple[refs.RefLookup, list[Entry]]:
+        """Every decision with this reference (from the decision stream), and the
+        held message it names, if any (from the quarantine index)."""
+        found = refs.find_decisions(self.store, ref)
+        held: list[Entry] = []
+        for qid in dict.fromkeys(str(d.get("queue_id") or "") for d in found.decisions):
+            if qid:
+                held += [e for e in index.get(self.store, qid) if e.ref == found.ref]
+        return found, self._with_hold_state(held)
 
     def audit(
         self,
@@ -278,7 +336,7 @@ class Desk:
     ) -> BlockRecord:
         return blocking.block(
             self.store,
-            subject,
+            self.canonical(subject),
             actor=actor,
             reason=reason,
             duration=duration,
@@ -287,7 +345,26 @@ class Desk:
         )
 
     def unblock(self, subject: Subject, *, actor: str, reason: str = "", via: Via = "cli") -> bool:
-        return blocking.unblock(self.store, subject, actor=actor, reason=reason, via=via)
+        target = self.canonical(subject)
+        return blocking.unblock(self.store, target, actor=actor, reason=reason, via=via)
+
+    def trace(self, token: str) -> tuple[Any, dict[str, Any] | None]:
+        """A trace header's token back to its transaction: (TraceInfo, decision record)."""
+        from relaywarden import trace
+        from relaywarden.trace.record import lookup
+
+        if self.policy is None:
+            raise DeskError("the desk runs without a policy: it has no trace keys")
+        info = trace.verify(token.strip(), self.policy.trace)
+        if info is None:
+            raise DeskError("not a trace token made with this policy's [[trace.keys]]")
+        return info, lookup(self.store, info)
+
+    def canonical(self, subject: Subject) -> Subject:
+        """As the milter keys it (a `vps:` IPv6 address is its /prefix), whichever
+        page or API call wrote it; a form that cannot be is a SubjectError."""
+        prefix = self.policy.identity.ipv6_prefix if self.policy is not None else 64
+        return parse_subject(str(subject), prefix)
 
     def _act(
         self, action: QueueAction, entry: Entry, *, actor: str, reason: str, via: Via
@@ -310,7 +387,10 @@ class Desk:
                 self.postfix.delete(entry.queue_id)
         except PostfixError as exc:
             log.warning("%s %s failed: %s", action, entry.queue_id, exc)
-            index.set_state(self.store, entry, entry.state, f"{action} failed")
+            # Shown as failed (never left "queued"); the message, if still held,
+            # can be acted on again.
+            state = "held" if entry.state == "held" else "failed"
+            index.set_state(self.store, entry, state, f"{action} failed: not in the hold queue")
             return ActionResult(
                 entry.queue_id, entry.relay, action, "failed", "not in the hold queue"
             )
@@ -342,6 +422,10 @@ class Desk:
     def jobs_key(self, relay: str) -> str:
         return f"{self.store.keys.prefix}:desk:jobs:{{{digest(relay)}}}"
 
+    def working_key(self, relay: str) -> str:
+        # Same hash tag as jobs_key: BLMOVE between them is one slot in a cluster.
+        return f"{self.store.keys.prefix}:desk:working:{{{digest(relay)}}}"
+
     def _enqueue(
         self, action: QueueAction, entry: Entry, *, actor: str, reason: str, via: str
     ) -> None:
@@ -355,24 +439,56 @@ class Desk:
         with redis_errors("queueing a desk action"):
             self.store.client.lpush(self.jobs_key(entry.relay), json.dumps(job))
 
+    def recover_jobs(self) -> int:
+        """Jobs an agent took but did not finish (it died): back in the queue."""
+        moved = 0
+        with redis_errors("recovering desk actions"):
+            while moved < 10_000 and self.store.client.lmove(
+                self.working_key(self.relay), self.jobs_key(self.relay), "RIGHT", "RIGHT"
+            ):
+                moved += 1
+        return moved
+
     def run_job(self, wait: float = 1.0) -> ActionResult | None:
-        """Apply one action queued for this relay, waiting up to `wait` seconds for one."""
+        """Apply one action queued for this relay, waiting up to `wait` seconds for one.
+
+        At least once: the job moves to a working list (BLMOVE) and leaves it only
+        once applied and audited; an agent that dies leaves it there for
+        `recover_jobs`. Idempotent by queue id: a message already released or
+        deleted is not acted on again.
+        """
         with redis_errors("reading desk actions"):
-            item = self.store.client.brpop([self.jobs_key(self.relay)], timeout=wait)
+            item = self.store.client.blmove(
+                self.jobs_key(self.relay),
+                self.working_key(self.relay),
+                wait,  # type: ignore[arg-type]  # seconds; Redis takes a float
+                "RIGHT",
+                "LEFT",
+            )
         if item is None:
             return None
-        job: dict[str, Any] = json.loads(item[1])
-        entries = [
-            e for e in index.get(self.store, str(job.get("queue_id"))) if e.relay == self.relay
-        ]
+        try:
+            return self._run(json.loads(item))
+        finally:
+            with redis_errors("finishing a desk action"):
+                self.store.client.lrem(self.working_key(self.relay), 1, item)  # type: ignore[arg-type]
+
+    def _run(self, job: dict[str, Any]) -> ActionResult | None:
+        qid = str(job.get("queue_id"))
+        entries = [e for e in index.get(self.store, qid) if e.relay == self.relay]
         action = job.get("action")
         if not entries or action not in ("release", "delete"):
-            log.warning("dropping a desk action for an unknown message: %s", job.get("queue_id"))
+            log.warning("dropping a desk action for an unknown message: %s", qid[:40])
             return None
-        result = self._apply(action, entries[0])
+        entry = entries[0]
+        done = "released" if action == "release" else "deleted"
+        if entry.state == done:
+            log.info("desk action %s %s already applied: skipped", action, qid)
+            return ActionResult(qid, self.relay, action, "done", "already applied")
+        result = self._apply(action, entry)
         self._audit(
             result,
-            entries[0],
+            entry,
             actor=str(job.get("actor", "?")),
             reason=f"{job.get('reason', '')}".strip(),
             via="agent",
@@ -381,11 +497,33 @@ class Desk:
 
     def serve_jobs(self, stop: threading.Event, wait: float = 1.0) -> None:
         """The relay agent: apply queued actions until `stop` is set."""
+        self.recover_jobs()
         while not stop.is_set():
             self.serve_one(stop, wait)
 
+    def scan(self) -> ScanReport:
+        """Index held messages the index does not know; mark vanished ones gone."""
+        report = queue_scan.scan(self.store, self.postfix, self.cfg)
+        log.info(
+            "quarantine scan: %d held, %d filed anew, %d gone",
+            report.held,
+            len(report.added),
+            len(report.gone),
+        )
+        return report
+
+    def _scan_when_due(self, now: float) -> None:
+        if not self.cfg.scan_interval or now < self._next_scan:
+            return
+        self._next_scan = now + self.cfg.scan_interval
+        try:
+            self.scan()
+        except queue_scan.QueueUnreadable as exc:
+            log.warning("quarantine scan: %s", exc)
+
     def serve_one(self, stop: threading.Event, wait: float = 1.0) -> None:
         try:
+            self._scan_when_due(time.time())
             self.run_job(wait)
         except Exception:  # a bad job or a Redis outage must not end the agent
             log.exception("desk agent")

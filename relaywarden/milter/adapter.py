@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import Milter
 
-from relaywarden import engine, metrics, trace
+from relaywarden import dkimverify, engine, metrics, trace
 from relaywarden.checks import Stage
 from relaywarden.content import budget, campaigns
 from relaywarden.content.stream import ContentStream
@@ -128,6 +128,11 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         self.stages_ms: dict[str, float] = {}
         # Customer-supplied headers with our trace header's name, removed at the stamp.
         self.trace_headers_seen = 0
+        # The body, kept (bounded) only when a DKIM signature may need it.
+        spool = getattr(self, "dkim_body", None)
+        if spool is not None:
+            spool.close()
+        self.dkim_body: dkimverify.BodySpool | None = None
 
     # -- negotiation -----------------------------------------------------
     def negotiate(self, opts: list[int]) -> int:
@@ -245,6 +250,10 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
 
     @Milter.noreply
     def eoh(self) -> int:
+        if dkimverify.has_signature(self.message):
+            limit = self.runtime.policy.checks.sender.dkim_max_body
+            self.dkim_body = dkimverify.BodySpool(limit)
+            self.message.notes[dkimverify.BODY_NOTE] = self.dkim_body
         content = self.runtime.policy.content
         if content.enabled:
             keep = content.rspamd.max_bytes if content.rspamd.url else 0
@@ -254,6 +263,8 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
     @Milter.noreply
     def body(self, chunk: bytes) -> int:
         self.digest.update(chunk)
+        if self.dkim_body is not None:
+            self.dkim_body.write(chunk)
         if self.content is not None:
             self.content.feed(chunk)
         return int(Milter.CONTINUE)

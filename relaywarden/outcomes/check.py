@@ -212,10 +212,38 @@ def judge(
     return findings
 
 
-def warnings(tallies: list[Tally], cfg: OutcomesSection) -> list[dict[str, Any]]:
+def warnings(
+    tallies: list[Tally], cfg: OutcomesSection, complaints: Threshold | None = None
+) -> list[dict[str, Any]]:
     """Subjects over a warning line (below or at the enforcing one): notices to send."""
     out = []
     for tally in tallies:
+        if complaints is not None and complaints.warn_share and complaints.warn_min_count:
+            count, share = tally.counts[COMPLAINTS], complaint_share(tally)
+            if count >= complaints.warn_min_count and share >= complaints.warn_share:
+                out.append(
+                    {
+                        "event": "relaywarden.outcome-warning",
+                        "subject": tally.subject,
+                        "kind": "complaints",
+                        "count": count,
+                        "delivered": tally.counts[DELIVERED],
+                        "share": round(share, 4),
+                        "warn_share": complaints.warn_share,
+                        "warn_min_count": complaints.warn_min_count,
+                        "enforced_share": complaints.share,
+                        "enforced_min_count": complaints.min_count,
+                        "window": format_duration(cfg.window),
+                        "explain": (
+                            f"{tally.subject}: {count} complaints against "
+                            f"{tally.counts[DELIVERED]} delivered messages ({share:.1%}) in the "
+                            f"last {format_duration(cfg.window)}; the warning line is "
+                            f"{complaints.warn_share:.1%} and at least {complaints.warn_min_count}"
+                        ),
+                    }
+                )
+        if not cfg.enabled:
+            continue
         for code, rule in rules(cfg):
             if rule.warn_share is None or rule.warn_min_count is None:
                 continue

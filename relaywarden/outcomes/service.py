@@ -57,9 +57,11 @@ def warner(store: RedisStore, policy: Policy) -> Any:
     """The watcher's callback: notices for subjects over a warning line, once per window."""
 
     def notify(subjects: list[str]) -> None:
+        complaints = policy.complaints.threshold if policy.complaints.enabled else None
         found = warnings(
             tallies(store, policy, [parse_subject(s) for s in subjects], time.time()),
             policy.outcomes,
+            complaints,
         )
         cfg = policy.outcomes
         for notice in found:

@@ -39,6 +39,10 @@ class QuarantineSection(Section):
     # Apply release/delete actions queued for this relay inside `relaywarden run`
     # (it then needs the right to run postsuper); else run `relaywarden agent`.
     agent: bool = False
+    # How often the agent (thread or `relaywarden agent`) runs `quarantine scan`:
+    # held messages the index does not know are filed, vanished ones marked gone.
+    # 0 = never.
+    scan_interval: Duration = 900.0
 
     @field_validator("relay_name")
     @classmethod

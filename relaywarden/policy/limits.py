@@ -183,7 +183,9 @@ class WebhookSection(Section):
 class EmailSection(Section):
     # Empty: no email. Else the notice goes to these addresses through `relay`.
     to: list[str] = Field(default_factory=list)
-    sender: str = "relaywarden@localhost"
+    # Empty: relaywarden@ the first [relay] hostname, a sender the relay's own
+    # checks accept ("localhost" is no mail domain: it was refused 550 5.1.7).
+    sender: str = ""
     relay: str = "127.0.0.1:25"
     timeout: Duration = 10.0
     attempts: int = Field(default=3, ge=1, le=20)

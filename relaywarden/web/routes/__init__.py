@@ -13,7 +13,17 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter
 
-from relaywarden.web.routes import audit, blocks, campaigns, login, outcomes, quarantine, status
+from relaywarden.web.routes import (
+    audit,
+    blocks,
+    campaigns,
+    login,
+    outcomes,
+    quarantine,
+    refs,
+    status,
+    trace,
+)
 
 
 @dataclass(frozen=True)
@@ -31,4 +41,6 @@ PAGE_GROUPS: list[PageGroup] = [
     PageGroup(outcomes.router, ("Outcomes", "/outcomes")),
     PageGroup(outcomes.complaints_router, ("Complaints", "/complaints")),
     PageGroup(audit.router, ("Audit log", "/audit")),
+    PageGroup(refs.router, ("Reference", "/ref")),
+    PageGroup(trace.router, ("Trace", "/trace")),
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query
 from fastapi.exceptions import HTTPException
@@ -11,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
 from relaywarden.desk.index import Entry
-from relaywarden.desk.service import ActionResult, Desk
+from relaywarden.desk.service import MAX_BULK, ActionResult, Desk
 from relaywarden.web.auth import WebSession
 from relaywarden.web.chart import bars
 from relaywarden.web.deps import (
@@ -26,6 +27,7 @@ from relaywarden.web.deps import (
 )
 
 router = APIRouter()
+MAX_SHOWN = 500  # messages one list page shows (and one bulk form may carry)
 
 
 class ActionBody(BaseModel):
@@ -34,10 +36,37 @@ class ActionBody(BaseModel):
 
 
 class BulkBody(BaseModel):
+    """Either `queue_ids` ("relay/queue id", or a queue id held on one relay) or
+    everything held for `vps`/`customer`; `expect_count` must equal the number of
+    messages that selects, or nothing is done (409)."""
+
     action: Literal["release", "delete"]
+    queue_ids: list[str] = Field(default_factory=list, max_length=MAX_SHOWN)
     vps: str | None = Field(default=None, max_length=64)
     customer: str | None = Field(default=None, max_length=64)
+    expect_count: int = Field(ge=1, le=MAX_BULK)
     reason: str = Field(default="", max_length=200)
+
+
+def _pairs(desk: Desk, ids: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for text in ids:
+        relay, _, qid = text.rpartition("/")
+        if not relay:
+            relay = desk.find(qid).relay
+        out.append((relay[:253], qid))
+    return out
+
+
+def _bulk(desk: Desk, s: WebSession, action: str, entries: list[Entry], expect: int, reason: str
+          ) -> list[ActionResult]:  # fmt: skip
+    if len(entries) != expect:
+        raise HTTPException(
+            409,
+            f"the selection now holds {len(entries)} message(s), not the {expect} confirmed: "
+            "nothing was done; reload the list",
+        )
+    return [_do(desk, action, e, s, reason) for e in entries]
 
 
 def _do(desk: Desk, action: str, entry: Entry, s: WebSession, reason: str) -> ActionResult:
@@ -51,18 +80,21 @@ def list_page(
     s: Viewer,
     desk: DeskDep,
     pages: PagesDep,
-    customer: str = "",
-    vps: str = "",
-    finding: str = "",
+    customer: Annotated[str, Query(max_length=64)] = "",
+    vps: Annotated[str, Query(max_length=64)] = "",
+    finding: Annotated[str, Query(max_length=100)] = "",
     since_choice: Annotated[str, Query(alias="since")] = "",
     q: Annotated[str, Query(max_length=200)] = "",
+    before: Annotated[float | None, Query(ge=0, le=10**11)] = None,
 ) -> Response:
-    entries = desk.entries(
+    found = desk.select(
         customer=customer or None,
         vps=vps or None,
         finding=finding or None,
         since=since(since_choice),
         search=q or None,
+        before=before,
+        limit=MAX_SHOWN,
     )
     filters = {
         "customer": customer,
@@ -71,8 +103,17 @@ def list_page(
         "since": since_choice,
         "q": q,
     }
+    older = urlencode({**filters, "before": repr(found.older)}) if found.older else ""
+    held = [e for e in found.entries if e.state == "held" and e.in_hold is not False]
     return pages.render(
-        "list.html", s, entries=entries, filters=filters, since_choices=SINCE_CHOICES
+        "list.html",
+        s,
+        entries=found.entries,
+        held=held,
+        filters=filters,
+        since_choices=SINCE_CHOICES,
+        older=older,
+        paged=before is not None,
     )
 
 
@@ -105,14 +146,18 @@ def bulk_page(
     s: Operator,
     desk: DeskDep,
     action: Annotated[Literal["release", "delete"], Form()],
-    vps: Annotated[str, Form(max_length=64)] = "",
+    ids: Annotated[list[str], Form(max_length=MAX_SHOWN)],
+    count: Annotated[int, Form(ge=1, le=MAX_SHOWN)],
     confirm: Annotated[str, Form()] = "",
     reason: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
+    """Acts on exactly the messages the list showed (their ids travel with the
+    form) and only if their number is the one the operator confirmed."""
     if confirm != "yes":
         raise HTTPException(400, "tick the confirmation box for a bulk action")
-    for entry in desk.held_for(vps=vps or None):
-        _do(desk, action, entry, s, reason)
+    if len(ids) != count:
+        raise HTTPException(400, "the selection and its confirmed count differ")
+    _bulk(desk, s, action, desk.selected(_pairs(desk, ids)), count, reason)
     return RedirectResponse("/", status_code=303)
 
 
@@ -161,5 +206,9 @@ def api_action(
 
 @router.post("/api/bulk")
 def api_bulk(s: ApiOperator, desk: DeskDep, body: BulkBody) -> list[dict[str, Any]]:
-    entries = desk.held_for(vps=body.vps, customer=body.customer)
-    return [asdict(_do(desk, body.action, e, s, body.reason)) for e in entries]
+    if body.queue_ids:
+        entries = desk.selected(_pairs(desk, body.queue_ids))
+    else:
+        entries = desk.held_for(vps=body.vps, customer=body.customer)
+    results = _bulk(desk, s, body.action, entries, body.expect_count, body.reason)
+    return [asdict(r) for r in results]
