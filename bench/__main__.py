@@ -9,6 +9,7 @@ import sys
 BENCHES = [
     "bench.dataflow",
     "bench.headers",
+    "bench.fromparse",
     "bench.desk",
     "bench.desk_preview",
     "bench.limits",

@@ -45,6 +45,17 @@ def setup_logging(level: str = "info") -> None:
     root.setLevel(level.upper())
 
 
+def _shadow_fields(verdict: Verdict) -> dict[str, Any]:
+    """In shadow mode: what enforce mode would have done."""
+    if verdict.would is None:
+        return {}
+    return {
+        "mode": "shadow",
+        "would_action": verdict.would.label,
+        "would_reply": verdict.would_reply.line() if verdict.would_reply else None,
+    }
+
+
 def decision_fields(
     message: Message,
     sender: Sender,
@@ -67,6 +78,7 @@ def decision_fields(
         "body_size": message.body_size,
         "action": verdict.action.label,
         "reply": verdict.reply.line() if verdict.reply else None,
+        **_shadow_fields(verdict),
         "score": verdict.score,
         "findings": [f.as_dict() for f in verdict.findings],
         "latency_ms": round(latency_ms, 3),

@@ -11,6 +11,8 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from relaywarden.message import IPAddress, Message
+from relaywarden.ownership import EMPTY as NO_OWNERS
+from relaywarden.ownership import DomainOwners, owners_for
 from relaywarden.policy.inventory import CustomerEntry, Network
 from relaywarden.returnpath import sender_key
 from relaywarden.subjects import Subject, fold_login
@@ -35,6 +37,8 @@ class Sender:
     sasl_user: str = ""
     envelope_domain: str = ""
     owned_domains: frozenset[str] = field(default_factory=frozenset)
+    # Every customer's domains (the provider-wide reverse index), for the sender check.
+    domain_owners: DomainOwners = field(default=NO_OWNERS, compare=False, repr=False)
 
     @property
     def known(self) -> bool:
@@ -96,4 +100,5 @@ def identify(
         sasl_user=fold_login(message.sasl_user),
         envelope_domain=message.sender_domain,
         owned_domains=frozenset(customer.domains) if customer else frozenset(),
+        domain_owners=owners_for(inventory.customers),
     )

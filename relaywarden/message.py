@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from dataclasses import dataclass, field
-from email.header import decode_header, make_header
 from email.parser import BytesParser
 from email.policy import compat32
+from functools import cached_property
 from typing import Any
 
 from relaywarden.content.view import ContentView
+from relaywarden.encwords import Decoded, decode_words
 
 # Bounds that keep one hostile message from eating the milter's memory. A header
 # beyond these is still counted (so "too many headers" is visible) but not kept.
@@ -57,13 +58,7 @@ def decode_header_value(raw: bytes) -> str:
 
     Never raises; a malformed encoded word is left as it was written.
     """
-    text = unfold(raw)
-    if "=?" not in text:
-        return text
-    try:
-        return str(make_header(decode_header(text)))
-    except Exception:  # any malformed encoded word: the raw text is the honest answer
-        return text
+    return decode_words(unfold(raw)).text
 
 
 @dataclass(frozen=True)
@@ -71,11 +66,17 @@ class HeaderField:
     name: str
     raw: bytes
 
-    @property
-    def value(self) -> str:
-        return decode_header_value(self.raw)
+    # Decoded once per header however many checks read it (cached_property
+    # writes the instance dict directly, so the dataclass stays frozen).
+    @cached_property
+    def decoded(self) -> Decoded:
+        return decode_words(self.unfolded)
 
     @property
+    def value(self) -> str:
+        return self.decoded.text
+
+    @cached_property
     def unfolded(self) -> str:
         return unfold(self.raw)
 

@@ -45,6 +45,18 @@ HELD_MESSAGES = Gauge(
     "Messages the quarantine index shows as held on this relay (sampled at scrape, cached 30 s)",
 )
 
+BREAKER_STATE = Gauge(
+    "relaywarden_breaker_state", "Circuit breaker: 0 closed, 1 open, 2 half-open", ["service"]
+)
+BREAKER_OPENED = Counter(
+    "relaywarden_breaker_opened_total", "Times the circuit breaker opened", ["service"]
+)
+BREAKER_REJECTED = Counter(
+    "relaywarden_breaker_rejected_total",
+    "Calls failed fast while the circuit was open (no timeout waited)",
+    ["service"],
+)
+
 STAGES = ("mail", "rcpt", "eom")
 ACTIONS = ("accept", "quarantine", "tempfail", "discard", "reject")
 SUBJECT_KINDS = ("vps", "customer", "user", "sender")
@@ -66,6 +78,9 @@ def initialise(check_names: list[str]) -> None:
         AUTO_BLOCKS.labels(kind=kind)
     for channel in NOTICE_CHANNELS:
         NOTICE_FAILURES.labels(channel=channel)
+    BREAKER_STATE.labels(service="redis")
+    BREAKER_OPENED.labels(service="redis")
+    BREAKER_REJECTED.labels(service="redis")
 
 
 # The children of the per-message metrics, looked up once: prometheus_client's

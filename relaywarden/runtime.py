@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from relaywarden.breaker import Breaker
 from relaywarden.dns import Resolver
 from relaywarden.identity import Inventory
 from relaywarden.inventory import build_inventory
@@ -44,15 +45,48 @@ class Overrides:
         return policy
 
 
-@dataclass
-class Runtime:
-    policy_path: Path | None
-    overrides: Overrides
+@dataclass(frozen=True)
+class Generation:
+    """Everything a message is decided with, swapped as one object on reload: a
+    message never sees a new policy with the old inventory, or the reverse."""
+
     policy: Policy
     store: RedisStore
     inventory: Inventory
     resolver: Resolver | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Runtime:
+    def __init__(
+        self,
+        policy_path: Path | None,
+        overrides: Overrides,
+        policy: Policy,
+        store: RedisStore,
+        inventory: Inventory,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self.policy_path = policy_path
+        self.overrides = overrides
+        self.current = Generation(policy, store, inventory, resolver)
+        self._lock = threading.Lock()
+
+    # Readers that need several of these together take `current` once.
+    @property
+    def policy(self) -> Policy:
+        return self.current.policy
+
+    @property
+    def store(self) -> RedisStore:
+        return self.current.store
+
+    @property
+    def inventory(self) -> Inventory:
+        return self.current.inventory
+
+    @property
+    def resolver(self) -> Resolver | None:
+        return self.current.resolver
 
     @classmethod
     def start(cls, policy_path: Path | None, overrides: Overrides) -> Runtime:
@@ -64,26 +98,27 @@ class Runtime:
     def reload(self) -> bool:
         """Load the policy file again; keep the old one in force if the new one is bad."""
         with self._lock:
+            old = self.current
             try:
                 policy = self.overrides.apply(load_policy(self.policy_path))
-                store = _store_for(policy) if policy.redis != self.policy.redis else self.store
+                store = _store_for(policy) if policy.redis != old.policy.redis else old.store
                 # The inventory file the policy names is part of it: bad, refused alike.
                 inventory = build_inventory(policy, self.policy_path, store)
             except PolicyError as exc:
                 for line in exc.errors:
                     log.error("policy reload refused, old policy stays in force: %s", line)
                 return False
-            if policy.dns != self.policy.dns:
-                self.resolver = _resolver_for(policy)
-            getattr(self.inventory, "close", lambda: None)()
-            self.store, self.inventory = store, inventory
-            self.policy = policy
+            resolver = _resolver_for(policy) if policy.dns != old.policy.dns else old.resolver
+            self.current = Generation(policy, store, inventory, resolver)  # one assignment
+            getattr(old.inventory, "close", lambda: None)()
             log.info("policy reloaded from %s", self.policy_path or "embedded defaults")
             return True
 
 
 def _store_for(policy: Policy) -> RedisStore:
-    client = connect(policy.redis.url, policy.redis.timeout)
+    cfg = policy.redis
+    breaker = Breaker(cfg.breaker_failures, cfg.breaker_interval) if cfg.breaker_interval else None
+    client = connect(cfg.url, cfg.timeout, breaker)
     return RedisStore(client, policy.redis.key_prefix, policy.redis.events_maxlen)
 
 

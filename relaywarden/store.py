@@ -17,6 +17,7 @@ import redis
 import redis.sentinel
 
 from relaywarden import fastjson
+from relaywarden.breaker import Breaker, connection_class
 from relaywarden.errors import StoreError
 from relaywarden.identity import Sender
 from relaywarden.keys import Keys
@@ -84,8 +85,10 @@ def _noscript(result: object) -> bool:
     )
 
 
-def connect(url: str, timeout: float) -> redis.Redis:
-    """One client (and pool) per process, shared by all milter threads.
+def connect(url: str, timeout: float, breaker: Breaker | None = None) -> redis.Redis:
+    """One client (and pool) per process, shared by all milter threads. With a
+    breaker (direct URLs), a dead Redis fails fast instead of costing a timeout
+    per call.
 
     `redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]` asks the Sentinels
     for SERVICE's master (redis-py's own Sentinel client): after a failover the
@@ -105,6 +108,8 @@ def connect(url: str, timeout: float) -> redis.Redis:
         )
         master: redis.Redis = sentinel.master_for(service, db=db, **options)  # type: ignore[no-untyped-call]
         return master
+    if breaker is not None:
+        options["connection_class"] = connection_class(url, breaker)
     return redis.Redis.from_url(url, **options)
 
 

@@ -41,7 +41,39 @@ class Subject:
         return ipaddress.ip_network(self.value, strict=False)
 
 
-def parse_subject(text: str) -> Subject:
+def canonical_vps(value: str, ipv6_prefix: int | None = None) -> str:
+    """A `vps:` value as the milter keys a VPS (identity.vps_key): an IPv4 address,
+    or the IPv6 /`ipv6_prefix` holding the address or network given, in any case
+    or notation. None: validated and kept as narrow as written (stored records).
+    A range wider than one VPS is refused: that is what `network:` is for."""
+    text = value.strip().removeprefix("IPv6:").removeprefix("ipv6:").strip("[]")
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError as exc:
+        raise SubjectError(f"vps:{value} is not an IP address: {exc}") from None
+    if isinstance(net, ipaddress.IPv6Network) and net.prefixlen == 128:
+        mapped = net.network_address.ipv4_mapped
+        if mapped is not None:
+            net = ipaddress.ip_network(mapped)
+    if isinstance(net, ipaddress.IPv4Network):
+        if net.prefixlen != 32:
+            raise SubjectError(
+                f"vps:{value} is a range; a vps: subject is one IPv4 address (use network:)"
+            )
+        return str(net.network_address)
+    if ipv6_prefix is None:
+        return str(net)
+    if net.prefixlen < ipv6_prefix:
+        raise SubjectError(
+            f"vps:{value} is wider than one VPS (an IPv6 /{ipv6_prefix}); use network:"
+        )
+    return str(ipaddress.IPv6Network((net.network_address, ipv6_prefix), strict=False))
+
+
+def parse_subject(text: str, ipv6_prefix: int | None = None) -> Subject:
+    """`kind:value`, canonical: where an operator types one (CLI, web, API, policy
+    file) pass the policy's `[identity] ipv6_prefix`, so `vps:` means what the
+    milter keys."""
     kind, sep, value = text.strip().partition(":")
     if not sep or kind not in KINDS:
         raise SubjectError(f"subject {text!r} must be one of {', '.join(k + ':…' for k in KINDS)}")
@@ -50,12 +82,13 @@ def parse_subject(text: str) -> Subject:
         raise SubjectError(f"subject {text!r} has no value after '{kind}:'")
     if len(value) > MAX_VALUE or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise SubjectError(f"subject {text!r} is too long or holds control characters")
-    if kind in ("network", "vps"):
+    if kind == "network":
         try:
-            net = ipaddress.ip_network(value, strict=False)
+            value = str(ipaddress.ip_network(value.strip("[]"), strict=False))
         except ValueError as exc:
             raise SubjectError(f"subject {text!r}: {exc}") from exc
-        value = str(net) if kind == "network" else value
+    if kind == "vps":
+        value = canonical_vps(value, ipv6_prefix)
     if kind == "user":
         value = fold_login(value)
     if kind == "sender":

@@ -113,6 +113,10 @@ class Verdict:
     score: float
     findings: tuple[Finding, ...]
     ref: str
+    # Shadow mode: `action` is what was applied (accept), these what enforce mode
+    # would have done (relaywarden/rollout/shadow.py).
+    would: Action | None = None
+    would_reply: Reply | None = None
 
     @property
     def reason(self) -> str:

@@ -45,6 +45,9 @@ unique_recipients_floor = 300
 
 [[reputation.lists]]
 zone = "dbl.rw-test.example"
+
+[brands]
+protected = ["paypal.com"]
 """
 
 PRIZE = (
@@ -154,3 +157,15 @@ def test_message_with_a_blocklisted_url_domain_gets_its_finding(stack: Stack) ->
         "domain": "phish-bait.example",
         "code": "127.0.1.4",
     }
+
+
+def test_phishing_shaped_message_is_held_with_its_finding(stack: Stack) -> None:
+    body = b"We noticed unusual activity. Verify your account: https://paypa1-login.example/v\r\n"
+    data = message("service@bakery.example", "PayPal: your account is limited", body=body)
+    result = stack.send("service@bakery.example", ["buyer@example.org"], data, client="192.0.2.10")
+    assert stack.fate(result).fate == "held"
+    client = redis.Redis.from_url(stack.redis_url)
+    events = [json.loads(f[b"json"]) for _, f in client.xrevrange("rw:events", count=20)]
+    (event,) = [e for e in events if e.get("queue_id") == result.queue_id]
+    (hit,) = [f for f in event["findings"] if f["name"] == "phishing-shape"]
+    assert hit["evidence"] == {"brand": "paypal.com", "links": ["paypa1-login.example"]}

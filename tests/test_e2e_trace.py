@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -120,3 +121,39 @@ def test_forwarded_mail_that_passed_the_relay_is_not_forged_received(tstack: Sta
     bare = message(subject="trace forward 3", extra_headers=received)
     refused = tstack.fate(tstack.send("orders@shop.example", RCPT, bare))
     assert refused.fate == "held"
+
+
+def test_the_desk_traces_a_token_on_its_page_and_api(tstack: Stack, tmp_path: Path) -> None:
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from relaywarden.desk.service import Desk
+    from relaywarden.web.app import create_app
+    from relaywarden.web.auth import hash_password
+
+    result, got = delivered(tstack, "trace desk", message(subject="trace desk"))
+    [token] = got.headers(HEADER)
+    desk_file = tmp_path / "desk.toml"
+    desk_file.write_text(
+        POLICY.read_text()
+        + '\n[[web.users]]\nname = "vera"\nrole = "viewer"\n'
+        + f'password_hash = "{hash_password("viewer-pass-9")}"\n'
+    )
+    policy = load_policy(desk_file)
+    app = create_app(Desk.from_policy(policy, tstack.redis_url), policy.web)
+    csrf = re.compile(r'name="csrf" value="([^"]+)"')
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        form = csrf.search(client.get("/login").text)
+        assert form
+        client.post(
+            "/login",
+            data={"username": "vera", "password": "viewer-pass-9", "csrf": form.group(1)},
+        )
+        page = client.get("/trace", params={"token": token})
+        assert page.status_code == 200
+        assert str(result.queue_id) in page.text and ">shop<" in page.text
+        api = client.get("/api/trace", params={"token": token}).json()
+        assert api["queue_id"] == result.queue_id and api["decision"]["customer"] == "shop"
+        bad = client.get("/api/trace", params={"token": token[:-2] + "xx"})
+        assert bad.status_code >= 400 and "not a trace token" in bad.text

@@ -41,7 +41,13 @@ POLICY = {
             "plan": "small",
             "networks": ["203.0.113.0/24"],
             "domains": ["shop.example", "cafe.example"],
-        }
+        },
+        {
+            "id": "neighbour",
+            "plan": "small",
+            "networks": ["198.51.100.128/25"],
+            "domains": ["example.com"],
+        },
     ],
 }
 
@@ -63,7 +69,14 @@ HEADER_NAMES = [
     "display-name-brand",
     "reply-to-elsewhere",
 ]
-SENDER_NAMES = ["foreign-domain", "org-mismatch", "dmarc-spoof", "nonexistent-domain"]
+SENDER_NAMES = [
+    "foreign-domain",
+    "org-mismatch",
+    "dmarc-spoof",
+    "nonexistent-domain",
+    "relay-spf-unowned",
+    "other-customer-domain",
+]
 ALL = [f"headers.{n}" for n in HEADER_NAMES] + [f"sender.{n}" for n in SENDER_NAMES]
 
 
@@ -115,6 +128,17 @@ TABLE: dict[str, Case] = {
     "reply-to-elsewhere": Case(["headers.reply-to-elsewhere"], Action.ACCEPT),
     "reply-to-same-org": Case([], Action.ACCEPT),
     "dmarc-none-foreign": Case(["sender.foreign-domain"], Action.ACCEPT),
+    # No customer owns it and its SPF names the relay: receivers would see a pass.
+    "relay-spf-unowned": Case(
+        ["sender.foreign-domain", "sender.relay-spf-unowned"], Action.QUARANTINE
+    ),
+    # The neighbour customer's domain: forced, with a reply that says what to do.
+    "other-customer-domain": Case(
+        ["sender.other-customer-domain"],
+        Action.REJECT,
+        ["sender.dmarc-spoof"],
+        reply="550 5.7.1 example.com belongs to another customer of this relay; send as",
+    ),
     "envelope-from-other-org": Case(
         ["sender.org-mismatch"], Action.ACCEPT, mail_from="orders@shop.example"
     ),

@@ -135,3 +135,14 @@ def test_cached_gauge_reads_at_most_once_per_interval_and_is_nan_when_redis_fail
     assert gauge() == 2
     now[0] = 60
     assert math.isnan(gauge())
+
+
+def test_shadow_mode_never_blocks_automatically(
+    redis_store: RedisStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    policy = policy_from_dict({"milter": {"mode": "shadow"}})
+    subject = parse_subject("vps:203.0.113.9")
+    with caplog.at_level(logging.WARNING, logger="relaywarden.escalation"):
+        assert escalation.escalate(escalation.Job(redis_store, policy, subject, "k")) is None
+    assert redis_store.blocks_for([subject]) == []
+    assert "shadow mode: would block vps:203.0.113.9" in caplog.text

@@ -9,12 +9,14 @@ from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
 
-from relaywarden.addrparse import parse_address_list
+from relaywarden.addrparse import parsed_fields
 from relaywarden.checks import Check, Context, Stage
 from relaywarden.verdict import Action, Finding, RejectReply
 
 NAME = "addresses"
 _REPLY = RejectReply(550, "5.1.7", "Invalid sender address")
+_OVERSIZED = RejectReply(550, "5.6.0", "From, Sender or Reply-To header too long")
+ADDRESS_HEADERS = ("From", "Sender", "Reply-To")
 
 
 # A relay sees the same senders over and over; validating one costs ~0.1 ms.
@@ -55,17 +57,40 @@ def run_envelope(ctx: Context) -> list[Finding]:
     return [_invalid("invalid-envelope-sender", sender, problem)] if problem else []
 
 
+def _oversized(ctx: Context) -> list[Finding]:
+    cap = ctx.policy.checks.addresses.max_header_bytes
+    for header in ADDRESS_HEADERS:
+        for parsed in parsed_fields(ctx.message, header, cap):
+            if parsed.oversized:
+                return [
+                    Finding(
+                        check=NAME,
+                        name="oversized-address-header",
+                        evidence={"header": header, "bytes": parsed.size, "limit": cap},
+                        action=Action.REJECT,
+                        reply=_OVERSIZED,
+                        reason="address header too long to judge",
+                    )
+                ]
+    return []
+
+
 def run_from_header(ctx: Context) -> list[Finding]:
-    if not ctx.policy.checks.addresses.enabled:
+    section = ctx.policy.checks.addresses
+    if not section.enabled:
         return []
-    findings = []
-    for field in ctx.message.header_fields("From"):
-        value = field.unfolded
-        parsed = parse_address_list(value)
+    findings = _oversized(ctx)
+    for field, parsed in zip(
+        ctx.message.header_fields("From"),
+        parsed_fields(ctx.message, "From", section.max_header_bytes),
+        strict=True,
+    ):
+        if parsed.oversized:
+            continue
         addresses = [addr for _, addr in parsed.addresses if addr]
         if parsed.ambiguous or not addresses:
             problem = parsed.problem or "no address in From"
-            findings.append(_invalid("invalid-from-header", value, problem))
+            findings.append(_invalid("invalid-from-header", field.unfolded[:320], problem))
             continue
         for address in addresses:
             why = address_problem(address)

@@ -8,6 +8,7 @@ from relaywarden.policy.schema import BlockEntry
 from relaywarden.returnpath import sender_key
 from relaywarden.store import BlockRecord
 from relaywarden.verdict import Action, Finding, RejectReply, Reply, TempFailReply
+from relaywarden.wideblocks import WIDE
 
 NAME = "blocks"
 
@@ -72,6 +73,8 @@ def run(ctx: Context) -> list[Finding]:
     if prefetched is None:
         prefetched = ctx.store.blocks_for(ctx.sender.subjects(ctx.message))
     findings += [_dynamic(r) for r in prefetched]
+    # network: and domain: blocks made at runtime: the in-process set.
+    findings += [_dynamic(r) for r in WIDE.matching(ctx.message, ctx.now)]
     return findings
 
 

@@ -8,18 +8,14 @@ bytes and evidence is truncated before it reaches a log line.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import codecs
 import ipaddress
-import quopri
 import re
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 from relaywarden import domains, trace
-from relaywarden.addrparse import parse_address_list
+from relaywarden.addrparse import parsed_fields
 from relaywarden.checks import Check, Context, Stage
 from relaywarden.message import HeaderField, Message
 from relaywarden.policy.forgery import HeadersCheckSection
@@ -29,7 +25,6 @@ NAME = "headers"
 EVIDENCE_CHARS = 200
 # RFC 5322 §3.6: at most one of each of these.
 SINGLE = ("From", "Sender", "Date", "Message-ID", "Subject", "To", "Cc")
-_ENCODED_WORD = re.compile(rb"=\?([^?\s]*)\?([^?\s]*)\?([^?\s]*)\?=")
 _MESSAGE_ID = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
 _ADDRESS_IN_NAME = re.compile(r"[^\s<>\"'@()]+@([^\s<>\"'@()]+\.[^\s<>\"'@().]+)")
@@ -94,7 +89,7 @@ def check_message_id(msg: Message, out: Findings) -> None:
 
 def check_raw_values(msg: Message, out: Findings) -> None:
     for field in msg.headers:
-        unfolded = _FOLD.sub(b" ", field.raw)
+        unfolded = _FOLD.sub(b" ", field.raw)  # a CR or LF left over is not a fold
         if any(c in unfolded for c in (b"\r", b"\n", b"\x00")) or any(
             c in field.value for c in "\r\n\x00"
         ):
@@ -109,29 +104,8 @@ def check_raw_values(msg: Message, out: Findings) -> None:
                 header=clip(field.name),
                 smtputf8=smtputf8,
             )
-        if b"=?" in field.raw and not encoded_words_decode(unfolded):
+        if not field.decoded.ok:
             out.add("bad-encoded-word", "undecodable encoded word", header=clip(field.name))
-
-
-def encoded_words_decode(raw: bytes) -> bool:
-    """True when every RFC 2047 encoded word in `raw` decodes in its charset."""
-    words = _ENCODED_WORD.findall(raw)
-    if raw.count(b"=?") > len(words):
-        return False  # an opened encoded word that never closes
-    for charset, encoding, text in words:
-        try:
-            name = charset.decode("ascii").split("*", 1)[0]
-            codecs.lookup(name)
-            if encoding.upper() == b"B":
-                data = base64.b64decode(text, validate=True)
-            elif encoding.upper() == b"Q":
-                data = quopri.decodestring(text, header=True)
-            else:
-                return False
-            data.decode(name)
-        except (LookupError, UnicodeError, binascii.Error, ValueError):
-            return False
-    return True
 
 
 def _ips(text: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
@@ -184,13 +158,11 @@ def check_received(ctx: Context, out: Findings) -> None:
             out.add("reserved-received", "Received from a reserved network", ips=reserved[:5])
 
 
-def _from_addresses(msg: Message) -> list[tuple[str, str]]:
-    """(display name, address) of an unambiguous From; the addresses check owns the rest."""
-    froms = msg.header_fields("From")
-    if len(froms) != 1:
-        return []
-    parsed = parse_address_list(froms[0].value)
-    return [] if parsed.ambiguous else [p for p in parsed.addresses if p[1]]
+def _from_addresses(ctx: Context) -> list[tuple[str, str]]:
+    """(display name, address) of every mailbox of the From fields that parsed;
+    an ambiguous From is the addresses check's finding, not a reason to look away."""
+    cap = ctx.policy.checks.addresses.max_header_bytes
+    return [p for parsed in parsed_fields(ctx.message, "From", cap) for p in parsed.addresses]
 
 
 def _brand_names(brands: list[str]) -> dict[str, str]:
@@ -237,8 +209,9 @@ def check_reply_to(ctx: Context, pairs: list[tuple[str, str]], out: Findings) ->
     )
     if from_org not in guarded:
         return
-    for value in ctx.message.header_values("Reply-To"):
-        for _, address in parse_address_list(value, "Reply-To").addresses:
+    cap = ctx.policy.checks.addresses.max_header_bytes
+    for parsed in parsed_fields(ctx.message, "Reply-To", cap):
+        for _, address in parsed.addresses:
             reply_org = domains.org_domain(domains.domain_of(address))
             if address and reply_org != from_org:
                 out.add(
@@ -256,8 +229,9 @@ def run(ctx: Context) -> list[Finding]:
     msg = ctx.message
     out = Findings(section)
     check_counts(msg, out)
-    pairs = _from_addresses(msg)
-    if len(pairs) > 1 and not msg.header_fields("Sender"):
+    pairs = _from_addresses(ctx)
+    single_from = len(msg.header_fields("From")) == 1  # several From: duplicate-header's
+    if single_from and len(pairs) > 1 and not msg.header_fields("Sender"):
         out.add(
             "multiple-from-without-sender", "several From addresses and no Sender", count=len(pairs)
         )

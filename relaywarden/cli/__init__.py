@@ -25,6 +25,7 @@ from relaywarden.cli import (  # noqa: E402,F401
     limits,
     quarantine,
     ref,
+    replay,
     run,
     trace,
     watch,

@@ -13,7 +13,10 @@ from relaywarden.cli import app
 from relaywarden.cli.options import AsOpt, ConfigOpt, JsonOpt, ReasonOpt, RedisOpt
 
 SubjectArg = Annotated[
-    str, typer.Argument(help="vps:ADDR, customer:ID, user:LOGIN or sender:ADDRESS")
+    str,
+    typer.Argument(
+        help="vps:ADDR, customer:ID, user:LOGIN, sender:ADDRESS; block also network:, domain:"
+    ),
 ]
 
 inventory_app = typer.Typer(
@@ -61,7 +64,19 @@ def _open_subject(
 
     policy, store, inventory = _open(config, redis_url)
     try:
-        return policy, store, inventory, normalise(parse_subject(text), policy)
+        subject = parse_subject(text, policy.identity.ipv6_prefix)
+        return policy, store, inventory, normalise(subject, policy)
+    except SubjectError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _block_subject(text: str, config: Path | None, redis_url: str | None) -> tuple[Any, Any]:
+    """The store and the subject of a block: every kind, canonical as the milter keys it."""
+    from relaywarden.subjects import SubjectError, parse_subject
+
+    policy, store, _ = _open(config, redis_url)
+    try:
+        return store, parse_subject(text, policy.identity.ipv6_prefix)
     except SubjectError as exc:
         raise _fail(str(exc)) from None
 
@@ -93,7 +108,7 @@ def block(
     from relaywarden.audit import cli_actor
     from relaywarden.policy.durations import parse_duration
 
-    _, store, _, target = _open_subject(subject, config, redis_url)
+    store, target = _block_subject(subject, config, redis_url)
     try:
         duration = None if for_ == "ever" else parse_duration(for_)
         record = _guard(
@@ -119,7 +134,7 @@ def unblock(
     from relaywarden import blocking
     from relaywarden.audit import cli_actor
 
-    _, store, _, target = _open_subject(subject, config, redis_url)
+    store, target = _block_subject(subject, config, redis_url)
     removed = _guard(lambda: blocking.unblock(store, target, actor=cli_actor(as_), reason=reason))
     typer.echo(f"unblocked {target}" if removed else f"{target} was not blocked")
 
@@ -151,14 +166,23 @@ def reset(
     as_: AsOpt = None,
     config: ConfigOpt = None,
     redis_url: RedisOpt = None,
+    restart_warmup: Annotated[
+        bool,
+        typer.Option(
+            "--restart-warmup", help="Also forget when SUBJECT was first seen: warm up anew."
+        ),
+    ] = False,
 ) -> None:
-    """Clear SUBJECT's counters, warm-up, baseline and penalty (audited)."""
+    """Clear SUBJECT's counters, baseline and penalty (audited); warm-up only if asked."""
     from relaywarden.limits.status import reset_keys, scope_of, sender_for
 
     policy, store, inventory, target = _open_subject(subject, config, redis_url)
     scope = scope_of(target, policy, sender_for(target, policy, inventory))
-    removed = _guard(lambda: reset_keys(store, scope))
-    _audited(store, as_, "reset", str(target), reason, keys_removed=removed)
+    removed = _guard(lambda: reset_keys(store, scope, restart_warmup))
+    _audited(
+        store, as_, "reset", str(target), reason, keys_removed=removed,
+        restart_warmup=restart_warmup,
+    )  # fmt: skip
     typer.echo(f"reset {target} ({removed} keys removed)")
 
 
@@ -285,5 +309,6 @@ def _text(report: dict[str, Any]) -> str:
         until = "until lifted" if b["until"] is None else f"until {_utc(b['until'])}"
         lines.append(f"BLOCKED ({b['action']}) by {b['set_by']} {until}: {b['reason']}")
     for d in report["recent_decisions"]:
-        lines.append(f"  {d['ref']} {d['stage']} {d['action']} {d['reply'] or ''}")
+        would = f" (shadow: would {d['would_action']})" if d.get("would_action") else ""
+        lines.append(f"  {d['ref']} {d['stage']} {d['action']}{would} {d['reply'] or ''}")
     return "\n".join(lines)

@@ -336,7 +336,7 @@ class Desk:
     ) -> BlockRecord:
         return blocking.block(
             self.store,
-            subject,
+            self.canonical(subject),
             actor=actor,
             reason=reason,
             duration=duration,
@@ -345,7 +345,26 @@ class Desk:
         )
 
     def unblock(self, subject: Subject, *, actor: str, reason: str = "", via: Via = "cli") -> bool:
-        return blocking.unblock(self.store, subject, actor=actor, reason=reason, via=via)
+        target = self.canonical(subject)
+        return blocking.unblock(self.store, target, actor=actor, reason=reason, via=via)
+
+    def trace(self, token: str) -> tuple[Any, dict[str, Any] | None]:
+        """A trace header's token back to its transaction: (TraceInfo, decision record)."""
+        from relaywarden import trace
+        from relaywarden.trace.record import lookup
+
+        if self.policy is None:
+            raise DeskError("the desk runs without a policy: it has no trace keys")
+        info = trace.verify(token.strip(), self.policy.trace)
+        if info is None:
+            raise DeskError("not a trace token made with this policy's [[trace.keys]]")
+        return info, lookup(self.store, info)
+
+    def canonical(self, subject: Subject) -> Subject:
+        """As the milter keys it (a `vps:` IPv6 address is its /prefix), whichever
+        page or API call wrote it; a form that cannot be is a SubjectError."""
+        prefix = self.policy.identity.ipv6_prefix if self.policy is not None else 64
+        return parse_subject(str(subject), prefix)
 
     def _act(
         self, action: QueueAction, entry: Entry, *, actor: str, reason: str, via: Via

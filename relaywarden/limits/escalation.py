@@ -16,12 +16,14 @@ import logging
 import queue
 import re
 import smtplib
+import socket
 import threading
 import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
 from typing import Any
 
 from relaywarden import blocking, metrics
@@ -92,6 +94,13 @@ def escalate(job: Job, now: float | None = None) -> dict[str, Any] | None:
     no block. Exactly one relay carries a block out (SET NX on the claim key).
     """
     store, esc = job.store, job.policy.limits.escalation
+    if job.policy.milter.mode == "shadow":
+        # Shadow mode never blocks automatically; the log says it would have.
+        log.warning(
+            "shadow mode: would block %s automatically (%d hits within %s)",
+            job.subject, esc.hits, format_duration(esc.period),
+        )  # fmt: skip
+        return None
     wall = time.time() if now is None else now
     if current_hits(store, job.key, esc.period, job.clock) < esc.hits:
         return None
@@ -182,19 +191,39 @@ def post_webhook(cfg: WebhookSection, notice: dict[str, Any], sleep: Any = time.
     return retrying("webhook", cfg.attempts, cfg.backoff, send, sleep)
 
 
-def send_email(cfg: EmailSection, notice: dict[str, Any], sleep: Any = time.sleep) -> bool:
-    """Mail the notice to the abuse team through the relay; retried like the webhook."""
+def notice_sender(policy: Policy) -> str:
+    """`[limits.escalation.email] sender`, else relaywarden@ the relay's own name:
+    a sender the relay's own checks accept (a real domain, no customer's)."""
+    configured = policy.limits.escalation.email.sender
+    if configured:
+        return configured
+    host = policy.relay.hostnames[0] if policy.relay.hostnames else socket.gethostname()
+    return f"relaywarden@{host}" if "." in host else "relaywarden@localhost.localdomain"
+
+
+def notice_email(cfg: EmailSection, notice: dict[str, Any], sender: str) -> EmailMessage:
+    """The notice as mail, with the Date and Message-ID the header check asks of any message."""
     mail = EmailMessage()
-    mail["From"] = cfg.sender
+    mail["From"] = sender
     mail["To"] = ", ".join(cfg.to)
     # The subject is validated (no control characters): safe in a header.
     mail["Subject"] = f"RelayWarden automatic block: {notice['subject']}"
+    mail["Date"] = formatdate(usegmt=True)
+    mail["Message-ID"] = make_msgid("relaywarden", sender.rsplit("@", 1)[-1])
     mail.set_content(
         f"{notice['subject']} was blocked automatically ({notice['action']}) "
         f"for {notice['duration']}: {notice['reason']}.\n\n"
         f"To lift it: {notice['unblock']}\n\nThe notice:\n"
         + json.dumps(notice, indent=2, default=str)
     )
+    return mail
+
+
+def send_email(
+    cfg: EmailSection, notice: dict[str, Any], sleep: Any = time.sleep, sender: str = ""
+) -> bool:
+    """Mail the notice to the abuse team through the relay; retried like the webhook."""
+    mail = notice_email(cfg, notice, sender or cfg.sender or "relaywarden@localhost.localdomain")
     host, _, port = cfg.relay.rpartition(":")
 
     def send() -> bool:
@@ -279,7 +308,8 @@ class Escalator:
             try:
                 if esc.webhook.url and not post_webhook(esc.webhook, notice):
                     metrics.NOTICE_FAILURES.labels(channel="webhook").inc()
-                if esc.email.to and not send_email(esc.email, notice):
+                sender = notice_sender(policy)
+                if esc.email.to and not send_email(esc.email, notice, sender=sender):
                     metrics.NOTICE_FAILURES.labels(channel="email").inc()
             except Exception:  # the thread must outlive any one notice
                 log.exception("notice for %s failed", notice["subject"])

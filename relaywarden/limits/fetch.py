@@ -191,6 +191,7 @@ def _factor_spec(policy: Policy) -> dict[str, float]:
     return {
         "wp": warm.period,
         "ws": warm.start_fraction,
+        "wn": warm.new_after or 0,
         "ae": 1 if adapt.enabled else 0,
         "ah": adapt.half_life,
         "as": adapt.shrink,

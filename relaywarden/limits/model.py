@@ -197,7 +197,7 @@ def factor_for(meta: Meta, policy: Policy, now: float) -> Factor:
     age = None if meta.first_seen is None else max(0.0, now - meta.first_seen)
     warmup = 1.0
     reasons: list[str] = []
-    if warm.period > 0:
+    if warm.applies(meta.first_seen, now):
         progress = min(1.0, (age or 0.0) / warm.period)
         warmup = warm.start_fraction + (1 - warm.start_fraction) * progress
         if warmup < 1:

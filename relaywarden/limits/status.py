@@ -147,12 +147,22 @@ def recent_decisions(
 ) -> list[dict[str, Any]]:
     """The subject's last decisions, newest first, from the capped event stream."""
     mine = (e for e in store.recent_events(scan) if matches(subject, e))
-    fields = ("ref", "stage", "action", "reply", "score", "queue_id")
+    fields = ("ref", "stage", "action", "reply", "score", "queue_id", "would_action")
     return [{k: e.get(k) for k in fields} for e in itertools.islice(mine, keep)]
 
 
-def reset_keys(store: RedisStore, scope: Scope) -> int:
-    """Delete a subject's counters (its hash and its HyperLogLogs)."""
+def reset_keys(store: RedisStore, scope: Scope, restart_warmup: bool = False) -> int:
+    """Delete a subject's counters (its hash and its HyperLogLogs). Its first-seen
+    time survives unless `restart_warmup`: a reset forgives, it does not make an
+    established customer new again."""
     client = store.client
     keys = [scope.key, scope.reservations, *client.scan_iter(match=scope.key + ":U*", count=1000)]
-    return int(client.delete(*keys))
+    first_seen = None if restart_warmup else client.hget(scope.key, "fs")
+    ttl = int(client.ttl(scope.key))
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(*keys)
+    if first_seen is not None:
+        pipe.hset(scope.key, "fs", first_seen)
+        if ttl > 0:
+            pipe.expire(scope.key, ttl)
+    return int(pipe.execute()[0])

@@ -30,8 +30,10 @@ ARGV[2]  JSON:
             "want":  {unit: amount}, the most it may reserve (one message, the
                      per-message recipient allowance, the declared SIZE or the
                      per-message byte allowance),
-            "f":     {"wp", "ws", "ae", "ah", "as", "am"} warm-up period and start
-                     fraction, adaptive on (0/1), half-life, shrink, min factor;
+            "f":     {"wp", "ws", "wn", "ae", "ah", "as", "am"} warm-up period, start
+                     fraction, new-after date (epoch, 0: none; a VPS first seen
+                     before it does not warm up), adaptive on (0/1), half-life,
+                     shrink, min factor;
                      applied to scopes with scaled = 1 (the VPS), read from the
                      meta fields of the first scope with "m" = 1,
             "s":     [scope, ...] in KEYS order (pairs), each
@@ -78,8 +80,10 @@ end
 -- How much of its plan a VPS gets now: relaywarden.limits.model.factor_for, in Lua.
 local function factor_of(h, f)
   local warm = 1
-  if f["wp"] > 0 then
-    local fs = tonumber(h["fs"] or "")
+  local fs = tonumber(h["fs"] or "")
+  -- "wn": only VPSes first seen on or after it warm up (0: every one).
+  local wn = tonumber(f["wn"] or 0) or 0
+  if f["wp"] > 0 and (wn == 0 or (fs or now) >= wn) then
     local age = fs and math.max(0, now - fs) or 0
     warm = f["ws"] + (1 - f["ws"]) * math.min(1, age / f["wp"])
   end

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import Milter
 
-from relaywarden import engine, metrics, trace
+from relaywarden import dkimverify, engine, metrics, trace
 from relaywarden.checks import Stage
 from relaywarden.content import budget, campaigns
 from relaywarden.content.stream import ContentStream
@@ -27,7 +27,8 @@ from relaywarden.identity import Sender, identify
 from relaywarden.message import BodyDigest, IPAddress, Message, normalise_ip
 from relaywarden.milter.apply import apply_verdict, internal_error, set_reply
 from relaywarden.refs import new_ref
-from relaywarden.runtime import Runtime
+from relaywarden.rollout import shadow
+from relaywarden.runtime import Generation, Runtime
 from relaywarden.store import Outcome, RedisStore
 from relaywarden.verdict import Action, Finding, TempFailReply, Verdict
 
@@ -108,6 +109,8 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         self._end_transaction()
         self._flush_deferred()
         self.ref = new_ref()
+        # Until MAIL FROM takes its own: the generation in force now.
+        self.gen: Generation = type(self).runtime.current
         self.message = Message(
             client_address=self.client_address, client_name=self.client_name, helo=self.helo
         )
@@ -125,6 +128,11 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         self.stages_ms: dict[str, float] = {}
         # Customer-supplied headers with our trace header's name, removed at the stamp.
         self.trace_headers_seen = 0
+        # The body, kept (bounded) only when a DKIM signature may need it.
+        spool = getattr(self, "dkim_body", None)
+        if spool is not None:
+            spool.close()
+        self.dkim_body: dkimverify.BodySpool | None = None
 
     # -- negotiation -----------------------------------------------------
     def negotiate(self, opts: list[int]) -> int:
@@ -189,7 +197,9 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         msg.mail_params = _params(params)
         msg.sasl_user = self.getsymval("{auth_authen}") or ""
         msg.queue_id = self.getsymval("i") or ""
-        rt = self.runtime
+        # One generation of policy, inventory, store and resolver for the whole
+        # transaction, however a reload lands meanwhile.
+        rt = self.gen = self.runtime.current
         self.sender = identify(msg, rt.inventory, rt.policy.identity.ipv6_prefix)
         self.dns = rt.resolver.session() if rt.resolver is not None else None
         status = self._decide(Stage.MAIL)
@@ -240,6 +250,10 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
 
     @Milter.noreply
     def eoh(self) -> int:
+        if dkimverify.has_signature(self.message):
+            limit = self.runtime.policy.checks.sender.dkim_max_body
+            self.dkim_body = dkimverify.BodySpool(limit)
+            self.message.notes[dkimverify.BODY_NOTE] = self.dkim_body
         content = self.runtime.policy.content
         if content.enabled:
             keep = content.rspamd.max_bytes if content.rspamd.url else 0
@@ -249,6 +263,8 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
     @Milter.noreply
     def body(self, chunk: bytes) -> int:
         self.digest.update(chunk)
+        if self.dkim_body is not None:
+            self.dkim_body.write(chunk)
         if self.content is not None:
             self.content.feed(chunk)
         return int(Milter.CONTINUE)
@@ -284,7 +300,7 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
 
     # -- deciding -----------------------------------------------------------
     def _decide(self, stage: Stage, rcpt: str = "") -> int:
-        rt = self.runtime
+        rt = self.gen
         policy = rt.policy
         started = time.perf_counter()
         dns_before = self.dns.spent if self.dns is not None else 0.0
@@ -302,12 +318,20 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
             verdict = engine.combine([*self.carried, *verdict.findings], policy, self.ref)
         elif verdict.action in (Action.ACCEPT, Action.QUARANTINE):
             self.carried.extend(verdict.findings)
+        elif shadow.active(policy) and stage == Stage.MAIL and shadow.refuses(verdict):
+            # The transaction goes on: its final record says what enforce would have done.
+            self.carried.extend(verdict.findings)
+        if shadow.active(policy):
+            verdict = shadow.shadowed(verdict)
         latency = (time.perf_counter() - started) * 1000
         name = stage.name.lower()
         metrics.decision_seconds(name).observe(latency / 1000)
         dns_ms = ((self.dns.spent if self.dns is not None else 0.0) - dns_before) * 1000
         self.stages_ms[name] = self.stages_ms.get(name, 0.0) + latency - dns_ms
-        if stage == Stage.EOM or verdict.action not in (Action.ACCEPT, Action.QUARANTINE):
+        if stage == Stage.EOM or shadow.effective(verdict) not in (
+            Action.ACCEPT,
+            Action.QUARANTINE,
+        ):
             self._log(verdict, stage, latency)
         if stage == Stage.EOM:
             verdict = self._settle(verdict, latency)
@@ -315,20 +339,22 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
 
     def _settle(self, verdict: Verdict, latency_ms: float) -> Verdict:
         """The end-of-message round trip read the message's campaign: it may move the verdict."""
-        store = self.runtime.store
+        store = self.gen.store
         if not isinstance(store, RedisStore):
             return verdict
-        late = campaigns.late_findings(store, self.message.notes, self.runtime.policy)
+        late = campaigns.late_findings(store, self.message.notes, self.gen.policy)
         if not late:
             return verdict
-        moved = engine.combine([*verdict.findings, *late], self.runtime.policy, self.ref)
-        if moved.action == verdict.action:
+        moved = engine.combine([*verdict.findings, *late], self.gen.policy, self.ref)
+        if shadow.active(self.gen.policy):
+            moved = shadow.shadowed(moved)
+        if shadow.effective(moved) == shadow.effective(verdict):
             return verdict
         self._log(moved, Stage.EOM, latency_ms)  # the moved verdict's event, index entry
         return moved
 
     def _log(self, verdict: Verdict, stage: Stage, latency_ms: float) -> None:
-        policy = self.runtime.policy
+        policy = self.gen.policy
         metrics.decisions(stage.name.lower(), verdict.action.label).inc()
         for finding in verdict.findings:
             metrics.findings(finding.check, finding.name).inc()
@@ -345,10 +371,11 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
             self.deferred.append(fields)
             return
         earlier, self.deferred = self.deferred, []
-        store = self.runtime.store
+        store = self.gen.store
         try:
             store.finish(Outcome(self.message, self.sender, verdict, fields), earlier)
-            if isinstance(store, RedisStore):  # a spent spam budget blocks the sender
+            # A spent spam budget blocks the sender; shadow mode never blocks.
+            if isinstance(store, RedisStore) and not shadow.active(policy):
                 budget.enforce(store, self.message.notes, policy)
         except Exception as exc:  # a record, not a gate: the verdict stands
             log.warning("could not record decision %s: %s", verdict.ref, exc)

@@ -18,7 +18,7 @@ import time
 import Milter
 import milter as libmilter  # pymilter's C module, for smfi_stop
 
-from relaywarden import engine, metrics
+from relaywarden import engine, metrics, wideblocks
 from relaywarden.daemon import banner, gauges, notify, schema, sockets
 from relaywarden.desk import agent
 from relaywarden.milter import workers
@@ -104,6 +104,10 @@ def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) 
         # The parent: opens the socket, forks workers that each run the rest of this.
         return workers.supervise(runtime, lambda worker_runtime: run(worker_runtime, factory))
     trace_record.attach(policy.trace.retention)
+    # Runtime network:/domain: blocks, re-read every [limits.inventory] refresh.
+    wideblocks.Refresher(
+        lambda: runtime.store, lambda: runtime.policy.limits.inventory.refresh
+    ).start()
     if policy.trace.signing_key is None:
         log.warning("no [[trace.keys]] in the policy: messages are not stamped with a trace token")
     agent.attach(runtime)  # quarantine index hook; queued desk actions if enabled

@@ -144,8 +144,11 @@ class HeadersCheckSection(Section):
 
 class SenderWeights(Section):
     foreign_domain: float = 4.0
-    org_mismatch: float = 1.0
+    org_mismatch: float = 0.5
     dmarc_spoof: float = 10.0
+    # A domain no customer owns whose SPF authorises the relay: receivers would
+    # see SPF (and so DMARC) pass for whoever sends as it through us.
+    relay_spf_unowned: float = 3.0
 
 
 class SenderCheckSection(Section):
@@ -157,6 +160,14 @@ class SenderCheckSection(Section):
     dmarc_action: Literal["reject", "quarantine", "none"] = "reject"
     # Whether an envelope domain that does not exist is refused (550 5.1.8).
     reject_nonexistent_domain: bool = True
+    # A DMARC record with pct below 100 or t=y asks for a softer hand: this
+    # action instead of dmarc_action ("none": the finding is only logged).
+    dmarc_soft_action: Literal["quarantine", "none"] = "quarantine"
+    # Another customer's domain (or subdomain) in From or the envelope: forced.
+    other_customer_domain: Literal["reject", "quarantine"] = "reject"
+    # Bodies of DKIM-signed messages are kept (memory, then a temp file) up to
+    # this many bytes to verify the signature; longer ones get no DKIM pass.
+    dkim_max_body: int = Field(default=10 * 1024 * 1024, ge=0, le=200 * 1024 * 1024)
 
     def foreign_weight(self, plan: str) -> float:
         return self.foreign_domain_by_plan.get(plan, self.weights.foreign_domain)

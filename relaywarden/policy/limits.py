@@ -3,6 +3,7 @@ keys of the rate-limit feature (`[plans.NAME]`, `[limits]`, `[[limits.overrides]
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import re
 from typing import Annotated, Literal
@@ -102,10 +103,41 @@ BUILTIN_DEFAULT = Plan(
 )
 
 
+def _instant(value: object) -> float | None:
+    """A TOML date or date-time (or its ISO text) as epoch seconds; UTC if no zone."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("a date like 2026-12-01 or a time like 2026-12-01T00:00:00Z") from None
+    if isinstance(value, datetime.datetime):
+        moment = value
+    elif isinstance(value, datetime.date):
+        moment = datetime.datetime(value.year, value.month, value.day)
+    else:
+        raise ValueError("a date like 2026-12-01 or a time like 2026-12-01T00:00:00Z")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
+
+
 class WarmupSection(Section):
     # Off by default: on the day RelayWarden is deployed every VPS is "new".
     period: Duration = 0.0
     start_fraction: float = Field(default=0.25, gt=0, le=1)
+    # Only VPSes first seen on or after this date warm up: those seen before it
+    # (e.g. learnt in shadow mode) are established customers. Empty: every VPS
+    # RelayWarden has not seen yet warms up.
+    new_after: Annotated[float | None, BeforeValidator(_instant)] = None
+
+    def applies(self, first_seen: float | None, now: float) -> bool:
+        """Does a VPS first seen at `first_seen` (None: now) warm up?"""
+        if self.period <= 0:
+            return False
+        seen = now if first_seen is None else first_seen
+        return self.new_after is None or seen >= self.new_after
 
 
 class AdaptiveSection(Section):
@@ -151,7 +183,9 @@ class WebhookSection(Section):
 class EmailSection(Section):
     # Empty: no email. Else the notice goes to these addresses through `relay`.
     to: list[str] = Field(default_factory=list)
-    sender: str = "relaywarden@localhost"
+    # Empty: relaywarden@ the first [relay] hostname, a sender the relay's own
+    # checks accept ("localhost" is no mail domain: it was refused 550 5.1.7).
+    sender: str = ""
     relay: str = "127.0.0.1:25"
     timeout: Duration = 10.0
     attempts: int = Field(default=3, ge=1, le=20)

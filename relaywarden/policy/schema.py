@@ -32,6 +32,7 @@ from relaywarden.policy.limits import LimitsSection, Plan
 from relaywarden.policy.outcomes import ComplaintsSection, LoginsSection, OutcomesSection
 from relaywarden.policy.trace import TraceSection
 from relaywarden.policy.types import Duration, Section, SubjectField
+from relaywarden.subjects import Subject, canonical_vps
 from relaywarden.verdict import Action
 
 _SOCKET = re.compile(r"^(inet:\d{1,5}(@\S+)?|inet6:\d{1,5}(@\S+)?|unix:/\S+|local:/\S+)$")
@@ -103,6 +104,11 @@ class RedisSection(Section):
     # unchecked by the counters (logged and counted), "tempfail" answers 451 4.3.0.
     on_error: FailMode = "tempfail"
     events_maxlen: int = Field(default=100_000, ge=100)
+    # Circuit breaker: after this many connection errors or timeouts in a row,
+    # Redis calls fail at once (fail mode applies) for breaker_interval, then one
+    # probe is let through. "0s" turns the breaker off.
+    breaker_failures: int = Field(default=1, ge=1, le=100)
+    breaker_interval: Duration = 2.0
 
     @field_validator("url")
     @classmethod
@@ -157,6 +163,10 @@ class BlockEntry(Section):
 
 class AddressCheckSection(Section):
     enabled: bool = True
+    # From, Sender and Reply-To longer than this are refused unparsed
+    # (oversized-address-header): no honest From needs more, and the parse
+    # of every check hangs on it.
+    max_header_bytes: int = Field(default=4096, ge=256, le=65536)
 
 
 class ChecksSection(Section):
@@ -206,6 +216,16 @@ class Policy(Section):
     campaigns: CampaignsSection = CampaignsSection()
     reputation: ReputationSection = ReputationSection()
     spam_budget: SpamBudgetSection = SpamBudgetSection()
+
+    @model_validator(mode="after")
+    def _canonical_blocks(self) -> Policy:
+        """`vps:` blocks keyed as the milter keys a VPS, with this policy's IPv6 prefix."""
+        prefix = self.identity.ipv6_prefix
+        for n, entry in enumerate(self.blocks):
+            if entry.subject.kind == "vps":
+                value = canonical_vps(entry.subject.value, prefix)
+                self.blocks[n] = entry.model_copy(update={"subject": Subject("vps", value)})
+        return self
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> Policy:

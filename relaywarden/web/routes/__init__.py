@@ -22,6 +22,7 @@ from relaywarden.web.routes import (
     quarantine,
     refs,
     status,
+    trace,
 )
 
 
@@ -41,4 +42,5 @@ PAGE_GROUPS: list[PageGroup] = [
     PageGroup(outcomes.complaints_router, ("Complaints", "/complaints")),
     PageGroup(audit.router, ("Audit log", "/audit")),
     PageGroup(refs.router, ("Reference", "/ref")),
+    PageGroup(trace.router, ("Trace", "/trace")),
 ]
