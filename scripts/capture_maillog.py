@@ -3,7 +3,9 @@
 Starts the devstack (real Postfix, the milter, Redis, the sink), makes the sink
 accept, refuse (550 5.1.1, 5.1.10, 5.4.4) and defer (451) chosen recipients,
 stops the sink for a while (connection refused, then postfix/error's
-"delivery temporarily suspended"), lets bounces go back to the sender, and
+"delivery temporarily suspended"), lets bounces go back to the sender, makes
+real SASL AUTH attempts (Cyrus sasldb: wrong passwords with PLAIN and LOGIN, an
+unknown user, a sasldb smtpd cannot read, a successful login that sends), and
 copies Postfix's maillog to tests/data/maillog-postfix.txt.
 
     .venv/bin/python scripts/capture_maillog.py [OUT]
@@ -15,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from relaywarden.devstack.smtpclient import Session
 from relaywarden.devstack.stack import Stack
 from tests.mail import message
 
@@ -22,9 +25,34 @@ ROOT = Path(__file__).resolve().parents[1]
 POLICY = ROOT / "tests" / "policies" / "e2e.toml"
 
 
+PASSWORD = "correct horse"
+
+
+def authenticate(stack: Stack) -> None:
+    """Failed and successful AUTH from XCLIENT-presented client addresses."""
+    assert stack.postfix is not None
+    attempts = [
+        ("198.51.100.23", "alice", "wrong", "PLAIN"),
+        ("198.51.100.23", "alice", "wrong again", "LOGIN"),
+        ("2001:db8::7", "mallory", "guess", "PLAIN"),
+    ]
+    for client, user, password, mech in attempts:
+        with Session("127.0.0.1", stack.smtp_port, xclient={"ADDR": client}) as s:
+            print(client, mech, s.auth(user, password, mech))
+    # What smtpd logs when it cannot read the sasldb (it runs as user postfix).
+    stack.postfix.sasldb.chmod(0o600)
+    with Session("127.0.0.1", stack.smtp_port, xclient={"ADDR": "198.51.100.24"}) as s:
+        print("unreadable sasldb", s.auth("alice", PASSWORD))
+    stack.postfix.sasldb.chmod(0o640)
+    with Session("127.0.0.1", stack.smtp_port, xclient={"ADDR": "203.0.113.7"}) as s:
+        print("good login", s.auth("alice", PASSWORD))
+        print(s.send("orders@shop.example", ["buyer@example.org"], message()))
+
+
 def main(out: Path) -> None:
-    with Stack(POLICY) as stack:
+    with Stack(POLICY, sasl_users={"alice": PASSWORD}) as stack:
         assert stack.postfix is not None
+        authenticate(stack)
         sink = stack.sink
         sink.refuse("nobody@example.org")
         sink.refuse(
@@ -34,7 +62,9 @@ def main(out: Path) -> None:
         sink.refuse("loop@example.org", reply="554 5.4.4 <{rcpt}>: Unrouteable address")
         sink.defer("later@example.org")
         # postfix/error lines: a domain routed to Postfix's error transport.
-        stack.postfix.main_cf_set("transport_maps", "inline:{ {gone.example=error:5.1.1 mailbox gone} }")
+        stack.postfix.main_cf_set(
+            "transport_maps", "inline:{ {gone.example=error:5.1.1 mailbox gone} }"
+        )
         stack.postfix.reload()
         sends = [
             ("orders@shop.example", ["buyer@example.org"], "203.0.113.7", ""),
@@ -67,4 +97,6 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "tests" / "data" / "maillog-postfix.txt")
+    main(
+        Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "tests" / "data" / "maillog-postfix.txt"
+    )

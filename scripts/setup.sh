@@ -19,7 +19,9 @@ case "$PROFILE" in
   *) echo "setup: unknown profile $PROFILE (demo or dev)" >&2; exit 2 ;;
 esac
 
-PACKAGES=(postfix redis-server libmilter-dev gcc python3-venv python3-dev)
+# sasl2-bin (saslpasswd2) and libsasl2-modules (PLAIN, LOGIN, sasldb): the devstack's
+# optional real SASL AUTH, whose failures the outcome watcher counts.
+PACKAGES=(postfix redis-server libmilter-dev gcc python3-venv python3-dev sasl2-bin libsasl2-modules)
 if [ "$PROFILE" = dev ]; then
   # chromium: the desk's browser test; docker-compose only checks docker-compose.yml
   # (`docker-compose config`, no engine runs here); systemd: `systemd-analyze verify`

@@ -3,7 +3,8 @@
 tests/data/maillog-postfix.txt was recorded from the devstack by
 `scripts/capture_maillog.py` (the sink accepting, refusing with 550 5.1.1,
 5.1.10 and 554 5.4.4, deferring with 451, then gone; the error transport;
-expiry). The table picks lines from it by content, so a re-recorded file works.
+expiry; real SASL AUTH against a Cyrus sasldb, failing and succeeding). The
+table picks lines from it by content, so a re-recorded file works.
 """
 
 from __future__ import annotations
@@ -77,16 +78,47 @@ def test_every_recorded_line_is_understood() -> None:
     assert len(deliveries) == expected > 40
 
 
-# Not from the devstack: it runs without SASL (XCLIENT sets the login), so smtpd
-# never logs a failed authentication there. These follow smtpd_sasl_glue.c's
-# format ("%s: SASL %s authentication failed: %s", with sasl_username= since 3.x).
+# Recorded from the devstack's Postfix with real SASL (Cyrus, sasldb): the client
+# address presented by XCLIENT ADDR= before AUTH, the login with its realm.
 AUTH = [
+    # (what the line holds, address, login)
     (
-        "Nov 29 13:40:01 relay postfix/smtpd[2211]: warning: unknown[198.51.100.23]: "
-        "SASL LOGIN authentication failed: UGFzc3dvcmQ6, sasl_username=alice",
+        ("SASL PLAIN authentication failed: authentication failure",),
         "198.51.100.23",
-        "alice",
+        "alice@relay.test",
     ),
+    (
+        ("SASL LOGIN authentication failed: authentication failure",),
+        "198.51.100.23",
+        "alice@relay.test",
+    ),
+    (("[2001:db8::7]: SASL PLAIN authentication failed",), "2001:db8::7", "mallory@relay.test"),
+    # smtpd could not read the sasldb: still a failed attempt from that client.
+    (("SASL PLAIN authentication failed: generic failure",), "198.51.100.24", "alice@relay.test"),
+]
+
+
+@pytest.mark.parametrize(("needles", "address", "login"), AUTH)
+def test_recorded_auth_failures(needles: tuple[str, ...], address: str, login: str) -> None:
+    assert parse(first("postfix/smtpd[", *needles)) == AuthFailure(address, login)
+
+
+def test_every_recorded_auth_failure_is_counted() -> None:
+    failed = [line for line in LINES if "authentication failed" in line]
+    assert len(failed) == 4
+    assert all(isinstance(parse(line), AuthFailure) for line in failed)
+    # The lines around them are about the same attempts, not more failures.
+    for needles in (
+        ("warning: SASL authentication failure: Password verification failed",),
+        ("warning: SASL authentication problem: unable to open Berkeley db",),
+        ("client=unknown[203.0.113.7], sasl_method=PLAIN, sasl_username=alice@relay.test",),
+    ):
+        assert isinstance(parse(first(*needles)), Ignored)
+
+
+# Not recorded: another host name and a submission service, which the devstack
+# does not run; the format is the recorded one ("%s: SASL %s authentication failed: %s").
+OTHER_AUTH = [
     (
         "Nov 29 13:40:02 relay postfix/submission/smtpd[2211]: warning: "
         "host.example[2001:db8::7]: SASL PLAIN authentication failed: ",
@@ -96,7 +128,7 @@ AUTH = [
 ]
 
 
-@pytest.mark.parametrize(("line", "address", "login"), AUTH)
+@pytest.mark.parametrize(("line", "address", "login"), OTHER_AUTH)
 def test_auth_failures(line: str, address: str, login: str) -> None:
     assert parse(line) == AuthFailure(address, login)
 

@@ -26,10 +26,10 @@ RELAY = "relay-a"
 CLOCK = "1800000000"
 # Queue ids of the recording, attributed as if the milter had recorded them.
 OURS = {
-    "4jcnzF5xLGzJBsh": Identity("203.0.113.7", "cust-42", "", "orders@shop.example", "RW-1"),
-    "4jcnzF66d9zJBsj": Identity("203.0.113.7", "cust-42", "alice", "orders@shop.example", "RW-2"),
-    "4jcnzF69PZzJBsk": Identity("203.0.113.7", "cust-42", "", "orders@shop.example", "RW-3"),
-    "4jcnzF6Xq3zJBsh": Identity("198.51.100.9", "cust-7", "", "news@cafe.example", "RW-4"),
+    "4jcrgl4fQmzJ9SZ": Identity("203.0.113.7", "cust-42", "", "orders@shop.example", "RW-1"),
+    "4jcrgl4l6NzJ9St": Identity("203.0.113.7", "cust-42", "alice", "orders@shop.example", "RW-2"),
+    "4jcrgl4pzLzJ9SZ": Identity("203.0.113.7", "cust-42", "", "orders@shop.example", "RW-3"),
+    "4jcrgl4xVRzJ9TC": Identity("198.51.100.9", "cust-7", "", "news@cafe.example", "RW-4"),
 }
 
 
@@ -130,7 +130,7 @@ def test_truncation_starts_over(store: RedisStore, tmp_path: Path) -> None:
     pol = policy()
     Watcher(store, pol, str(log), clock=CLOCK).run_once()
     before = tally(store, "vps:203.0.113.7", pol)
-    sent = next(line for line in lines if "4jcnzF5xLGzJBsh: to=" in line)
+    sent = next(line for line in lines if "4jcrgl4fQmzJ9SZ: to=" in line)
     with log.open("r+") as f:  # copytruncate: same inode, shorter file
         f.truncate(0)
         f.write(sent)
@@ -204,17 +204,19 @@ def test_auth_failures_make_a_brute_force_finding() -> None:
 
 
 def test_failed_logins_are_counted_per_address_and_login(store: RedisStore, tmp_path: Path) -> None:
-    # Postfix's smtpd format (the devstack has no SASL to record real ones).
-    line = (
-        "Nov 29 13:40:0{n} relay postfix/smtpd[2211]: warning: unknown[198.51.100.23]: "
-        "SASL LOGIN authentication failed: UGFzc3dvcmQ6, sasl_username=alice\n"
-    )
+    # Real smtpd lines (recorded with SASL on): PLAIN and LOGIN failures from one address.
+    recorded = [
+        line
+        for line in DATA.read_text().splitlines(keepends=True)
+        if "[198.51.100.23]: SASL" in line and "authentication failed" in line
+    ]
+    assert len(recorded) == 2
     log = tmp_path / "maillog"
-    log.write_text("".join(line.format(n=n) for n in range(6)))
+    log.write_text("".join(recorded * 3))
     pol = policy(auth_failures={"min_count": 5})
     assert Watcher(store, pol, str(log), clock=CLOCK).run_once().auth_failures == 6
     assert tally(store, "vps:198.51.100.23", pol) == {"a": 6}
-    assert tally(store, "user:alice", pol) == {"a": 6}
+    assert tally(store, "user:alice@relay.test", pol) == {"a": 6}
     counts = tally(store, "vps:198.51.100.23", pol)
     full = Tally("vps:198.51.100.23", {**dict.fromkeys("dfbuac", 0), **counts})
     (finding,) = judge([full], pol.outcomes)

@@ -7,6 +7,7 @@ envelope strings, so this module drives smtplib at the command level.
 
 from __future__ import annotations
 
+import base64
 import re
 import smtplib
 from collections.abc import Iterable, Mapping
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal, Self
 
-Stage = Literal["connect", "xclient", "mail", "rcpt", "data", "ok"]
+Stage = Literal["connect", "xclient", "auth", "mail", "rcpt", "data", "ok"]
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 _QUEUED_AS = re.compile(r"queued as ([0-9A-Za-z]+)")
@@ -148,6 +149,26 @@ class Session:
         if not self._ehlo():
             return self.failure
         return None
+
+    def auth(self, user: str, password: str, mech: str = "PLAIN") -> SendResult:
+        """Real SMTP AUTH (PLAIN or LOGIN, RFC 4616 / draft-murchison-sasl-login).
+
+        Returns the server's reply (235 on success, 535 on a wrong password);
+        a refusal is not sticky: the session may try again or send anyway.
+        """
+        assert self.smtp is not None
+        if mech == "PLAIN":
+            token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+            code, text = self.smtp.docmd("AUTH", f"PLAIN {token}")
+        elif mech == "LOGIN":
+            code, text = self.smtp.docmd(
+                "AUTH", "LOGIN " + base64.b64encode(user.encode()).decode()
+            )
+            if code == 334:
+                code, text = self.smtp.docmd(base64.b64encode(password.encode()).decode())
+        else:
+            raise ValueError(f"unsupported SASL mechanism {mech!r}")
+        return self._result("ok" if code == 235 else "auth", code, text)
 
     # -- one message ------------------------------------------------------
 

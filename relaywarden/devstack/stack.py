@@ -44,6 +44,7 @@ class Stack:
         milter_env: dict[str, str] | None = None,
         dns_zones: str = "",
         milter_socket: Path | None = None,
+        sasl_users: dict[str, str] | None = None,
     ) -> None:
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="relaywarden-"))
@@ -55,6 +56,8 @@ class Stack:
         self.postfix: PostfixInstance | None = None
         self.milter_env = milter_env or {}
         self.milter_socket = milter_socket
+        # user -> password: Postfix with real SASL AUTH (Cyrus, a sasldb of its own).
+        self.sasl_users = sasl_users
         # Every stack answers DNS itself: the milter never asks the machine's resolver.
         self.dns = DnsServer(self.workdir / "dns", DEFAULT_ZONES + "\n" + dns_zones)
 
@@ -77,7 +80,10 @@ class Stack:
             self.workdir.chmod(0o755)
             (self.workdir / "postfix").mkdir(exist_ok=True)
             self.postfix = PostfixInstance(
-                self.sink.port, self.milter.postfix_socket, base_dir=self.workdir / "postfix"
+                self.sink.port,
+                self.milter.postfix_socket,
+                base_dir=self.workdir / "postfix",
+                sasl_users=self.sasl_users,
             )
             self.postfix.start()
         except BaseException:
