@@ -202,8 +202,9 @@ class PostfixInstance(StopsOnExit):
             ),
             "smtpd_recipient_restrictions": "",
             "disable_vrfy_command": "yes",
-            # No real SASL: XCLIENT LOGIN=... still sets the login name that
-            # milters see as {auth_authen} (checked on Postfix 3.7.11).
+            # No real SASL unless sasl_users is given (_sasl_main_cf): XCLIENT
+            # LOGIN=... still sets the login name that milters see as
+            # {auth_authen} (checked on Postfix 3.7.11).
             "smtpd_sasl_auth_enable": "no",
             # Tests deliberately provoke many rejects on one connection.
             "smtpd_error_sleep_time": "0",
