@@ -121,3 +121,26 @@ def test_a_bad_sentinel_url_is_refused_with_its_reason() -> None:
     with pytest.raises(PolicyError) as caught:
         policy_from_dict({"redis": {"url": "redis+sentinel://127.0.0.1:26379"}})
     assert "service" in str(caught.value)
+
+
+def test_a_dead_master_behind_the_sentinel_fails_fast_behind_the_breaker(
+    sentinel: tuple[str, RedisServer, RedisServer, SentinelServer],
+) -> None:
+    from relaywarden.breaker import CLOSED, OPEN, Breaker, CircuitOpen
+    from relaywarden.store import connect
+
+    url, master, _, _ = sentinel
+    now = [0.0]
+    breaker = Breaker(failures=1, interval=5.0, clock=lambda: now[0], name="redis-sentinel-test")
+    client = connect(url, 1.0, breaker)
+    assert client.ping()
+    master.stop()  # the Sentinel still names it: connections are refused
+    with pytest.raises(redis.ConnectionError):
+        client.ping()
+    assert breaker.state == OPEN
+    with pytest.raises(CircuitOpen):  # no connection attempted while open
+        client.ping()
+    master.restart()
+    now[0] += 5.0  # the interval passes: one probe goes through and closes it
+    assert client.ping()
+    assert breaker.state == CLOSED
