@@ -19,6 +19,7 @@ import redis
 
 from relaywarden.devstack.milter import PROJECT_ROOT
 from relaywarden.devstack.procs import poll_until
+from relaywarden.devstack.sink import Sink
 from relaywarden.devstack.stack import Stack
 from relaywarden.outcomes import counters
 from relaywarden.outcomes.counters import NSUB
@@ -54,6 +55,7 @@ id = "cust-42"
 networks = ["203.0.113.7/32"]
 sasl_users = ["alice", "office", "dual"]
 domains = ["shop.example"]
+contact = ["it@shop.example"]
 """
 
 
@@ -65,7 +67,16 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Stack]:
+def mailbox() -> Iterator[Sink]:
+    """Where the notice email's relay delivers: the customer's inbox, here."""
+    with Sink() as sink:
+        yield sink
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, receiver: Receiver, mailbox: Sink
+) -> Iterator[Stack]:
     text = (
         CUSTOMERS
         + f"""
@@ -100,6 +111,9 @@ block_for = "1h"
 url = "{receiver.url}"
 attempts = 3
 backoff = "100ms"
+
+[logins.email]
+relay = "127.0.0.1:{mailbox.port}"
 """
     )
     policy = tmp_path_factory.mktemp("outcomes") / "policy.toml"
@@ -201,7 +215,9 @@ def test_bouncing_vps_is_deferred_and_its_neighbour_is_not(
     assert sum(report["outcomes"]["per_hour"]["delivered"]) >= 49
 
 
-def test_login_from_30_networks_is_stopped_and_blocked(stack: Stack, receiver: Receiver) -> None:
+def test_login_from_30_networks_is_stopped_and_blocked(
+    stack: Stack, receiver: Receiver, mailbox: Sink
+) -> None:
     codes = [
         send(stack, f"198.18.{n}.7", "buyer@example.org", "orders@shop.example", login="alice")
         for n in range(30)
@@ -217,6 +233,12 @@ def test_login_from_30_networks_is_stopped_and_blocked(stack: Stack, receiver: R
         10,
         "the login-blocked notice",
     )
+    # The customer hears of it at its inventory contact, in plain words.
+    (told,) = mailbox.wait_for(lambda m: "it@shop.example" in m.rcpt_tos, 10)
+    assert told.subject == "Your mail login alice was blocked"
+    text = told.raw.decode(errors="replace")
+    assert "change it" in text and "networks" in text and "unblock" not in text
+    assert told.mail_from.startswith("relaywarden@")
     # Blocked now, from the customer's own VPS too.
     assert send(stack, "203.0.113.7", "b@example.org", "orders@shop.example", "alice") == 451
     report = json.loads(cli(stack, "status", "user:alice", "--json"))["outcomes"]
