@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from relaywarden.devstack.redis import RedisServer
+from bench.support import redis_store
 from relaywarden.identity import Inventory, identify
 from relaywarden.limits.fetch import fetch
 from relaywarden.message import Message, normalise_ip
@@ -32,7 +30,7 @@ from relaywarden.outcomes import record
 from relaywarden.outcomes.record import Identity, identity_key
 from relaywarden.outcomes.watcher import Watcher
 from relaywarden.policy import Policy
-from relaywarden.store import Outcome, RedisStore, connect
+from relaywarden.store import Outcome, RedisStore
 from relaywarden.verdict import Action, Verdict
 from tests.limits_support import count_round_trips, transaction
 
@@ -125,10 +123,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="rw-bench-outcomes-"))
-    server = RedisServer()
-    try:
-        store = RedisStore(connect(server.start(workdir / "redis"), 5.0))
+    with redis_store("rw-bench-outcomes-") as (store, workdir):
         rate, lines = watcher_lines_per_second(store, workdir, args.copies)
         print(f"watcher: {rate:,.0f} lines/s over {lines:,} recorded lines (all attributed)")
 
@@ -181,10 +176,6 @@ def main() -> None:
         print(
             f"Redis round trips per message, outcomes + logins on: {(counter() - before) / 200:.2f}"
         )
-    finally:
-        RedisStore.finish_hooks.clear()
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
