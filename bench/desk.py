@@ -18,7 +18,7 @@ import argparse
 import statistics
 import time
 
-from bench.support import redis_store
+from bench.support import finish_us, redis_store
 from relaywarden.desk import index
 from relaywarden.desk.postfix import PostfixTools
 from relaywarden.desk.service import Desk
@@ -47,15 +47,7 @@ def finish_run(store: RedisStore, variant: str, messages: int) -> float:
     action = Action.QUARANTINE if variant == "hook, quarantined" else Action.ACCEPT
     RedisStore.finish_hooks[:] = hooks
     items = [outcome(action, n) for n in range(messages)]
-    deadline = time.monotonic() + RUN_SECONDS
-    started = time.perf_counter()
-    done = 0
-    for item in items:
-        store.finish(item)
-        done += 1
-        if time.monotonic() > deadline:
-            break
-    return (time.perf_counter() - started) / done * 1e6
+    return finish_us(store, items, RUN_SECONDS)
 
 
 def listing_ms(store: RedisStore, size: int) -> float:

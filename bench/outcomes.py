@@ -22,7 +22,7 @@ import statistics
 import time
 from pathlib import Path
 
-from bench.support import redis_store
+from bench import support
 from relaywarden.identity import Inventory, identify
 from relaywarden.limits.fetch import fetch
 from relaywarden.message import Message, normalise_ip
@@ -107,14 +107,7 @@ def finish_us(store: RedisStore, pol: Policy, with_record: bool, messages: int) 
         msg.queue_id = f"4jbxmr3Lv{n:06d}zJ9Nx"
         verdict = Verdict(Action.ACCEPT, None, 0.0, (), "RW-ABCDEFGHIJ")
         items.append(Outcome(msg, identify(msg), verdict, {"stage": "eom", "n": n}))
-    started, done = time.perf_counter(), 0
-    deadline = time.monotonic() + RUN_SECONDS
-    for item in items:
-        store.finish(item)
-        done += 1
-        if time.monotonic() > deadline:
-            break
-    return (time.perf_counter() - started) / done * 1e6
+    return support.finish_us(store, items, RUN_SECONDS)
 
 
 def main() -> None:
@@ -123,7 +116,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    with redis_store("rw-bench-outcomes-") as (store, workdir):
+    with support.redis_store("rw-bench-outcomes-") as (store, workdir):
         rate, lines = watcher_lines_per_second(store, workdir, args.copies)
         print(f"watcher: {rate:,.0f} lines/s over {lines:,} recorded lines (all attributed)")
 
