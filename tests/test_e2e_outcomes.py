@@ -6,10 +6,7 @@ Postfix's own maillog."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +14,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from relaywarden.devstack.milter import PROJECT_ROOT
 from relaywarden.devstack.procs import poll_until
 from relaywarden.devstack.sink import Sink
 from relaywarden.devstack.stack import Stack
@@ -25,8 +21,8 @@ from relaywarden.outcomes import counters
 from relaywarden.outcomes.counters import NSUB
 from relaywarden.store import RedisStore
 from relaywarden.subjects import Subject
+from tests.e2e_support import Receiver, cli
 from tests.mail import message
-from tests.test_e2e_limits import Receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -57,13 +53,6 @@ sasl_users = ["alice", "office", "dual"]
 domains = ["shop.example"]
 contact = ["it@shop.example"]
 """
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.stop()
 
 
 @pytest.fixture(scope="module")
@@ -121,21 +110,6 @@ relay = "127.0.0.1:{mailbox.port}"
     running = Stack(policy).start()
     yield running
     running.stop()
-
-
-def cli(stack: Stack, *args: str) -> str:
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    common = ["--config", str(stack.policy), "--redis-url", stack.redis_url]
-    done = subprocess.run(
-        [sys.executable, "-m", "relaywarden", *args, *common],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=PROJECT_ROOT,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def watch_once(stack: Stack) -> dict[str, int]:
