@@ -34,6 +34,7 @@ import redis as redis_client
 from Milter.testctx import TestCtx
 
 from bench.procstat import process_cpu_seconds
+from bench.support import unlimited_policy
 from relaywarden.devstack.dns import DnsServer
 from relaywarden.devstack.redis import RedisServer
 from relaywarden.milter.adapter import RelayWardenMilter
@@ -67,23 +68,7 @@ NO_REPLY_BITS = (
 
 def bench_policy(nameserver: str) -> str:
     """The anchor bench's policy: defaults, a plan no run can exhaust, our DNS server."""
-    return f"""
-[dns]
-nameservers = ["{nameserver}"]
-[plans.default]
-messages = ["100000000/1m"]
-recipients = ["100000000/1m"]
-[limits]
-# smtp-source connects from 127.0.0.1, which the default exempts as the relay's
-# own mail: measure the rate limits as a customer VPS gets them.
-exempt = []
-[limits.burst]
-enabled = false
-[limits.escalation]
-enabled = false
-[log]
-level = "warning"
-"""
+    return "\n" + unlimited_policy(nameserver) + '[log]\nlevel = "warning"\n'
 
 
 def one_message(n: int) -> int:

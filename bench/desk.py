@@ -15,21 +15,18 @@ in count and in time (30 s per run).
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
+from bench.support import finish_us, redis_store
 from relaywarden.desk import index
 from relaywarden.desk.postfix import PostfixTools
 from relaywarden.desk.service import Desk
-from relaywarden.devstack.redis import RedisServer
 from relaywarden.identity import identify
 from relaywarden.message import message_from_bytes
 from relaywarden.policy import Policy
 from relaywarden.policy.desk import QuarantineSection
-from relaywarden.store import Outcome, RedisStore, connect
+from relaywarden.store import Outcome, RedisStore
 from relaywarden.verdict import Action, Finding, Verdict
 
 RUN_SECONDS = 30.0
@@ -50,15 +47,7 @@ def finish_run(store: RedisStore, variant: str, messages: int) -> float:
     action = Action.QUARANTINE if variant == "hook, quarantined" else Action.ACCEPT
     RedisStore.finish_hooks[:] = hooks
     items = [outcome(action, n) for n in range(messages)]
-    deadline = time.monotonic() + RUN_SECONDS
-    started = time.perf_counter()
-    done = 0
-    for item in items:
-        store.finish(item)
-        done += 1
-        if time.monotonic() > deadline:
-            break
-    return (time.perf_counter() - started) / done * 1e6
+    return finish_us(store, items, RUN_SECONDS)
 
 
 def listing_ms(store: RedisStore, size: int) -> float:
@@ -81,10 +70,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="rw-bench-desk-"))
-    redis = RedisServer()
-    try:
-        store = RedisStore(connect(redis.start(workdir / "redis"), 5.0))
+    with redis_store("rw-bench-desk-") as (store, _):
         variants = ("no hooks", "hook, accepted", "hook, quarantined")
         results: dict[str, list[float]] = {v: [] for v in variants}
         for _ in range(args.rounds):
@@ -98,10 +84,6 @@ def main() -> None:
         print("Desk.select() of the whole index, median of 5")
         for size in (1000, 5000):
             print(f"  {size:>5} entries      {listing_ms(store, size):8.1f} ms")
-    finally:
-        RedisStore.finish_hooks.clear()
-        redis.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

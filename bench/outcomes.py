@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from relaywarden.devstack.redis import RedisServer
+from bench import support
 from relaywarden.identity import Inventory, identify
 from relaywarden.limits.fetch import fetch
 from relaywarden.message import Message, normalise_ip
@@ -32,7 +30,7 @@ from relaywarden.outcomes import record
 from relaywarden.outcomes.record import Identity, identity_key
 from relaywarden.outcomes.watcher import Watcher
 from relaywarden.policy import Policy
-from relaywarden.store import Outcome, RedisStore, connect
+from relaywarden.store import Outcome, RedisStore
 from relaywarden.verdict import Action, Verdict
 from tests.limits_support import count_round_trips, transaction
 
@@ -109,14 +107,7 @@ def finish_us(store: RedisStore, pol: Policy, with_record: bool, messages: int) 
         msg.queue_id = f"4jbxmr3Lv{n:06d}zJ9Nx"
         verdict = Verdict(Action.ACCEPT, None, 0.0, (), "RW-ABCDEFGHIJ")
         items.append(Outcome(msg, identify(msg), verdict, {"stage": "eom", "n": n}))
-    started, done = time.perf_counter(), 0
-    deadline = time.monotonic() + RUN_SECONDS
-    for item in items:
-        store.finish(item)
-        done += 1
-        if time.monotonic() > deadline:
-            break
-    return (time.perf_counter() - started) / done * 1e6
+    return support.finish_us(store, items, RUN_SECONDS)
 
 
 def main() -> None:
@@ -125,10 +116,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="rw-bench-outcomes-"))
-    server = RedisServer()
-    try:
-        store = RedisStore(connect(server.start(workdir / "redis"), 5.0))
+    with support.redis_store("rw-bench-outcomes-") as (store, workdir):
         rate, lines = watcher_lines_per_second(store, workdir, args.copies)
         print(f"watcher: {rate:,.0f} lines/s over {lines:,} recorded lines (all attributed)")
 
@@ -181,10 +169,6 @@ def main() -> None:
         print(
             f"Redis round trips per message, outcomes + logins on: {(counter() - before) / 200:.2f}"
         )
-    finally:
-        RedisStore.finish_hooks.clear()
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

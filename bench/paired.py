@@ -43,6 +43,7 @@ from pathlib import Path
 import redis
 
 from bench.procstat import process_cpu_seconds, tree_cpu_split
+from bench.support import unlimited_policy
 from relaywarden.devstack.dns import DnsServer
 from relaywarden.devstack.milter import PROJECT_ROOT
 from relaywarden.devstack.postfix import PostfixInstance
@@ -74,24 +75,8 @@ POSTFIX_TUNING = {
 
 
 def policy_text(nameserver: str, workers: int) -> str:
-    return f"""
-[milter]
-socket_mode = "0666"
-workers = {workers}
-[dns]
-nameservers = ["{nameserver}"]
-[plans.default]
-messages = ["100000000/1m"]
-recipients = ["100000000/1m"]
-[limits]
-# smtp-source connects from 127.0.0.1, which the default exempts as the relay's
-# own mail: measure the rate limits as a customer VPS gets them.
-exempt = []
-[limits.burst]
-enabled = false
-[limits.escalation]
-enabled = false
-"""
+    milter = f'[milter]\nsocket_mode = "0666"\nworkers = {workers}\n'
+    return "\n" + milter + unlimited_policy(nameserver)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import logging.handlers
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -70,6 +71,8 @@ def record(store: RedisStore, entry: AuditEntry) -> None:
     data = asdict(entry)
     data.pop("id")
     log.info("audit", extra={"fields": {"event": "audit", **data}})
+    if not logging.getLogger().handlers:
+        _to_syslog(data)
     with redis_errors("audit write"):
         store.client.xadd(
             store.keys.audit,
@@ -77,6 +80,27 @@ def record(store: RedisStore, entry: AuditEntry) -> None:
             maxlen=AUDIT_MAXLEN,
             approximate=True,
         )
+
+
+def _to_syslog(data: dict[str, Any]) -> None:
+    """A command run by hand has no log stream of its own (the daemons do: `run`,
+    `web`, `agent`): its actions go to the system log too, as sudo's do, so the
+    trail survives the loss of Redis. RELAYWARDEN_SYSLOG names another socket
+    than /dev/log; no socket, no line (the Redis stream still has it)."""
+    path = os.environ.get("RELAYWARDEN_SYSLOG", "/dev/log")
+    if not os.path.exists(path):
+        return
+    line = "relaywarden-audit: " + json.dumps({"event": "audit", **data}, default=str)
+    try:  # a syslog that is gone must not stop the action itself
+        handler = logging.handlers.SysLogHandler(
+            address=path, facility=logging.handlers.SysLogHandler.LOG_AUTHPRIV
+        )
+        try:
+            handler.emit(logging.LogRecord(log.name, logging.INFO, "", 0, line, None, None))
+        finally:
+            handler.close()
+    except OSError:
+        pass
 
 
 @dataclass(frozen=True)

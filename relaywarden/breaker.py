@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+import redis.sentinel
 
 from relaywarden import metrics
 
@@ -172,10 +173,16 @@ class GuardedSSLConnection(_Guarded, redis.SSLConnection):
     pass
 
 
+class GuardedSentinelConnection(_Guarded, redis.sentinel.SentinelManagedConnection):
+    pass
+
+
 def connection_class(url: str, breaker: Breaker) -> type[_Guarded]:
     """The connection class for `url`'s scheme, bound to `breaker`."""
     base: type[_Guarded] = GuardedConnection
-    if url.startswith("unix://"):
+    if url.startswith("redis+sentinel://"):
+        base = GuardedSentinelConnection
+    elif url.startswith("unix://"):
         base = GuardedUnixConnection
     elif url.startswith("rediss://"):
         base = GuardedSSLConnection

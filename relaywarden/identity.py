@@ -37,6 +37,7 @@ class Sender:
     sasl_user: str = ""
     envelope_domain: str = ""
     owned_domains: frozenset[str] = field(default_factory=frozenset)
+    contact: tuple[str, ...] = ()  # the customer's addresses for notices
     # Every customer's domains (the provider-wide reverse index), for the sender check.
     domain_owners: DomainOwners = field(default=NO_OWNERS, compare=False, repr=False)
 
@@ -100,5 +101,6 @@ def identify(
         sasl_user=fold_login(message.sasl_user),
         envelope_domain=message.sender_domain,
         owned_domains=frozenset(customer.domains) if customer else frozenset(),
+        contact=tuple(customer.contact) if customer else (),
         domain_owners=owners_for(inventory.customers),
     )

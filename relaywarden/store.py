@@ -87,8 +87,8 @@ def _noscript(result: object) -> bool:
 
 def connect(url: str, timeout: float, breaker: Breaker | None = None) -> redis.Redis:
     """One client (and pool) per process, shared by all milter threads. With a
-    breaker (direct URLs), a dead Redis fails fast instead of costing a timeout
-    per call.
+    breaker, a dead Redis (or a Sentinel's master that does not answer) fails fast
+    instead of costing a timeout per call.
 
     `redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]` asks the Sentinels
     for SERVICE's master (redis-py's own Sentinel client): after a failover the
@@ -100,6 +100,8 @@ def connect(url: str, timeout: float, breaker: Breaker | None = None) -> redis.R
         "health_check_interval": 30,
         "max_connections": 256,
     }
+    if breaker is not None:
+        options["connection_class"] = connection_class(url, breaker)
     if url.startswith(SENTINEL_SCHEME):
         nodes, service, db = parse_sentinel_url(url)
         # redis-py's Sentinel client is untyped; master_for returns a redis.Redis.
@@ -108,8 +110,6 @@ def connect(url: str, timeout: float, breaker: Breaker | None = None) -> redis.R
         )
         master: redis.Redis = sentinel.master_for(service, db=db, **options)  # type: ignore[no-untyped-call]
         return master
-    if breaker is not None:
-        options["connection_class"] = connection_class(url, breaker)
     return redis.Redis.from_url(url, **options)
 
 

@@ -19,6 +19,7 @@ from relaywarden.devstack.redis import RedisServer
 from relaywarden.devstack.sink import Sink
 from relaywarden.devstack.stack import Stack
 from relaywarden.store import RedisStore
+from tests.e2e_support import Receiver
 
 TESTS = Path(__file__).parent
 E2E_POLICY = TESTS / "policies" / "e2e.toml"
@@ -84,3 +85,11 @@ def redis_store(tmp_path: Path) -> Iterator[RedisStore]:
         yield RedisStore(redis.Redis.from_url(url), "rwtest")
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    """The abuse team's webhook endpoint, one per test module."""
+    r = Receiver()
+    yield r
+    r.stop()

@@ -6,7 +6,6 @@ campaign is refused for everyone, and it all rides on the end-of-message round t
 from __future__ import annotations
 
 from collections.abc import Iterator
-from io import BytesIO
 from pathlib import Path
 
 import Milter
@@ -16,13 +15,12 @@ from Milter.testctx import TestCtx as MilterCtx  # not a pytest class
 from relaywarden.content import campaigns
 from relaywarden.content.fingerprint import fingerprint
 from relaywarden.content.view import ContentView
-from relaywarden.devstack.redis import RedisServer
-from relaywarden.milter.adapter import RelayWardenMilter
 from relaywarden.policy.content import CampaignsSection
-from relaywarden.runtime import Overrides, Runtime
+from relaywarden.runtime import Runtime
 from relaywarden.store import RedisStore
 from tests.limits_support import count_round_trips
 from tests.mail import message
+from tests.milter_ctx import adapter_runtime, deliver, open_ctx
 
 POLICY = """
 [plans.default]
@@ -53,11 +51,6 @@ customers = 3
 recipients = 40
 """
 
-NO_REPLY_BITS = (
-    Milter.P_NR_CONN | Milter.P_NR_HELO | Milter.P_NR_MAIL | Milter.P_NR_RCPT
-    | Milter.P_NR_DATA | Milter.P_NR_UNKN | Milter.P_NR_EOH | Milter.P_NR_BODY | Milter.P_NR_HDR
-)  # fmt: skip
-
 PRIZE = (
     "Dear {name},\r\n\r\nCongratulations! You have been selected as the winner of our"
     " monthly prize draw: {amount} EUR are waiting for you. To claim your prize visit"
@@ -74,45 +67,16 @@ NEWS = (
 
 @pytest.fixture
 def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
-    monkeypatch.setattr(
-        MilterCtx, "default_opts", [Milter.CURR_ACTS, 0x1FFFFF & ~NO_REPLY_BITS, 0, 0]
-    )
-    # TestCtx has no hold queue: remember the quarantine reason as Postfix would.
-    monkeypatch.setattr(MilterCtx, "quarantine", _hold, raising=False)
-    server = RedisServer()
-    url = server.start(tmp_path)
-    policy = tmp_path / "policy.toml"
-    policy.write_text(POLICY)
-    rt = Runtime.start(policy, Overrides(redis_url=url))
-    RelayWardenMilter.runtime = rt
-    Milter.factory = RelayWardenMilter
-    try:
+    with adapter_runtime(tmp_path, monkeypatch, POLICY, quarantine=True) as rt:
         yield rt
-    finally:
-        server.stop()
-
-
-def _hold(self: MilterCtx, reason: str) -> int:
-    self._quarantine = reason
-    return int(Milter.CONTINUE)
 
 
 def send(ip: str, mail_from: str, rcpts: list[str], body: str, subject: str) -> tuple[int, str]:
-    ctx = MilterCtx()
-    ctx._setsymval("i", "4ABCDEFGHJK")
-    assert ctx._connect(host="vps.example", helo="vps.example", ip=ip) == Milter.CONTINUE
+    ctx = open_ctx(ip)
     assert ctx._envfrom(f"<{mail_from}>") == Milter.CONTINUE
     for rcpt in rcpts:
         assert ctx._envrcpt(f"<{rcpt}>") == Milter.CONTINUE
-    data = message(mail_from, subject, to=rcpts[0], body=body.encode())
-    assert ctx._data() == Milter.CONTINUE
-    head, _, raw_body = data.partition(b"\r\n\r\n")
-    for line in head.split(b"\r\n"):
-        name, _, value = line.partition(b": ")
-        ctx._priv.header_bytes(name.decode(), value)
-    ctx._eoh()
-    ctx._feed_body(BytesIO(raw_body))
-    rc = int(ctx._eom())
+    rc = deliver(ctx, message(mail_from, subject, to=rcpts[0], body=body.encode()))
     ctx._close()
     return rc, _fate(rc, ctx)
 

@@ -384,6 +384,27 @@ def test_sessions_expire_when_idle_after_their_lifetime_and_on_a_new_password(
 
 
 # -- reasons and the audit trail ----------------------------------------------------
+def test_a_hand_run_cli_action_reaches_the_system_log(
+    stack: Stack, policy_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    path = tmp_path / "log"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as syslog:
+        syslog.bind(str(path))
+        syslog.settimeout(30)
+        monkeypatch.setenv("RELAYWARDEN_SYSLOG", str(path))
+        out = cli(policy_file, stack.redis_url, "block", "vps:198.51.100.92", "--for", "1h",
+                  "--reason", "seen in syslog", "--as", "sam")  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        line = syslog.recv(65536).decode()
+    assert line.startswith("<86>relaywarden-audit: ")  # authpriv.info, as sudo logs
+    entry = json.loads(line.split("relaywarden-audit: ", 1)[1].rstrip("\x00"))
+    assert (entry["actor"], entry["action"], entry["target"], entry["reason"]) == (
+        "sam", "block", "vps:198.51.100.92", "seen in syslog")  # fmt: skip
+    assert cli(policy_file, stack.redis_url, "unblock", "vps:198.51.100.92").returncode == 0
+
+
 def test_control_characters_in_reasons_never_reach_a_terminal(
     stack: Stack, policy_file: Path, operator: tuple[TestClient, str]
 ) -> None:
@@ -504,6 +525,42 @@ def test_a_flood_of_new_entries_hides_no_older_held_message(stack: Stack, fresh)
             break
         before = page.older
     assert len(seen) == 6001 == len(set(seen)) and seen[-1] == old.queue_id
+
+
+def test_cli_list_filters_and_pages_over_the_whole_index(stack: Stack, policy_file: Path) -> None:
+    from relaywarden.desk import index
+    from relaywarden.desk.index import Entry
+
+    # A database of its own: the CLI reads the policy's prefix, and no other test's entries.
+    url = stack.redis_url.rsplit("/", 1)[0] + "/7"
+    store = RedisStore(connect(url, 5.0), "rw")
+    store.client.flushdb()
+
+    def entry(n: int, finding: str, when: float) -> Entry:
+        return Entry(f"4jbxmr3Lv{n:06d}zJ9Px", "elsewhere", when, f"RW-{n:010d}", "cust-b",
+                     "203.0.113.62", "", "promo@shop.example", ["a@example.org"], 1,
+                     f"subject {n}", "", 5.0,
+                     [{"check": "sender", "name": finding, "score": 1.0}])  # fmt: skip
+
+    old = entry(0, "dmarc-spoof", 1_000.0)
+    newer = [entry(n, "burst", 2_000.0 + n) for n in range(1, 8)]
+    index.reindex(store, [old, *newer], retention=10**9)
+
+    def listed(*args: str) -> list[str]:
+        out = cli(policy_file, url, "quarantine", "list", *args, "--json")
+        assert out.returncode == 0, out.stderr
+        return [e["queue_id"] for e in json.loads(out.stdout)]
+
+    assert listed("--finding", "sender/dmarc-spoof") == [old.queue_id]
+    assert listed("--search", "subject 0") == [old.queue_id]
+    first = listed("--limit", "3")
+    assert first == [e.queue_id for e in reversed(newer)][:3]
+    text = cli(policy_file, url, "quarantine", "list", "--limit", "3")
+    hint = [line for line in text.stdout.splitlines() if line.startswith("(more: add --before")]
+    assert len(hint) == 1
+    before = hint[0].split("--before ")[1].split()[0]
+    rest = listed("--before", before)
+    assert len(rest) == 5 and rest[-1] == old.queue_id and not set(rest) & set(first)
 
 
 def test_bulk_acts_on_exactly_the_selection_shown(stack: Stack, reviewer: TestClient) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import smtplib
-import subprocess
 import sys
 from collections.abc import Iterator
 
@@ -18,8 +17,8 @@ from relaywarden.devstack.milter import PROJECT_ROOT
 from relaywarden.devstack.procs import LOOPBACK, Proc, free_port, poll_until, wait_for_port
 from relaywarden.devstack.stack import Stack
 from tests.complaints_support import arf, forward
+from tests.e2e_support import Receiver, cli
 from tests.mail import message
-from tests.test_e2e_limits import Receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -63,13 +62,6 @@ backoff = "100ms"
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
 def world(
     tmp_path_factory: pytest.TempPathFactory, receiver: Receiver
 ) -> Iterator[tuple[Stack, int]]:
@@ -91,29 +83,9 @@ def world(
 
 
 def listed(stack: Stack, *extra: str) -> list[dict[str, object]]:
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "relaywarden",
-            "complaints",
-            "list",
-            "--json",
-            "--config",
-            str(stack.policy),
-            "--redis-url",
-            stack.redis_url,
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=PROJECT_ROOT,
+    entries: list[dict[str, object]] = json.loads(
+        cli(stack, "complaints", "list", "--json", *extra)
     )
-    assert done.returncode == 0, done.stderr
-    entries: list[dict[str, object]] = json.loads(done.stdout)
     return entries
 
 

@@ -7,11 +7,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -21,6 +18,7 @@ from relaywarden.devstack.procs import poll_until
 from relaywarden.devstack.stack import Stack
 from relaywarden.store import RedisStore
 from relaywarden.subjects import parse_subject
+from tests.e2e_support import Receiver
 from tests.mail import message
 
 pytestmark = pytest.mark.e2e
@@ -53,40 +51,6 @@ plan = "tiny"
 networks = ["198.51.100.30/32"]
 domains = ["bakery.example"]
 """
-
-
-class Receiver:
-    """The abuse team's webhook endpoint, on loopback, recording what it gets."""
-
-    def __init__(self) -> None:
-        self.notices: list[dict[str, Any]] = []
-        received = self.notices
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                received.append(json.loads(self.rfile.read(length)))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/abuse"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.stop()
 
 
 def _start(tmp: Path, text: str) -> Stack:

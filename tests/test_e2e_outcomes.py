@@ -6,10 +6,7 @@ Postfix's own maillog."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,15 +14,15 @@ from pathlib import Path
 import pytest
 import redis
 
-from relaywarden.devstack.milter import PROJECT_ROOT
 from relaywarden.devstack.procs import poll_until
+from relaywarden.devstack.sink import Sink
 from relaywarden.devstack.stack import Stack
 from relaywarden.outcomes import counters
 from relaywarden.outcomes.counters import NSUB
 from relaywarden.store import RedisStore
 from relaywarden.subjects import Subject
+from tests.e2e_support import Receiver, cli
 from tests.mail import message
-from tests.test_e2e_limits import Receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -54,18 +51,21 @@ id = "cust-42"
 networks = ["203.0.113.7/32"]
 sasl_users = ["alice", "office", "dual"]
 domains = ["shop.example"]
+contact = ["it@shop.example"]
 """
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.stop()
+def mailbox() -> Iterator[Sink]:
+    """Where the notice email's relay delivers: the customer's inbox, here."""
+    with Sink() as sink:
+        yield sink
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Stack]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, receiver: Receiver, mailbox: Sink
+) -> Iterator[Stack]:
     text = (
         CUSTOMERS
         + f"""
@@ -100,6 +100,9 @@ block_for = "1h"
 url = "{receiver.url}"
 attempts = 3
 backoff = "100ms"
+
+[logins.email]
+relay = "127.0.0.1:{mailbox.port}"
 """
     )
     policy = tmp_path_factory.mktemp("outcomes") / "policy.toml"
@@ -107,21 +110,6 @@ backoff = "100ms"
     running = Stack(policy).start()
     yield running
     running.stop()
-
-
-def cli(stack: Stack, *args: str) -> str:
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    common = ["--config", str(stack.policy), "--redis-url", stack.redis_url]
-    done = subprocess.run(
-        [sys.executable, "-m", "relaywarden", *args, *common],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=PROJECT_ROOT,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def watch_once(stack: Stack) -> dict[str, int]:
@@ -201,7 +189,9 @@ def test_bouncing_vps_is_deferred_and_its_neighbour_is_not(
     assert sum(report["outcomes"]["per_hour"]["delivered"]) >= 49
 
 
-def test_login_from_30_networks_is_stopped_and_blocked(stack: Stack, receiver: Receiver) -> None:
+def test_login_from_30_networks_is_stopped_and_blocked(
+    stack: Stack, receiver: Receiver, mailbox: Sink
+) -> None:
     codes = [
         send(stack, f"198.18.{n}.7", "buyer@example.org", "orders@shop.example", login="alice")
         for n in range(30)
@@ -217,6 +207,12 @@ def test_login_from_30_networks_is_stopped_and_blocked(stack: Stack, receiver: R
         10,
         "the login-blocked notice",
     )
+    # The customer hears of it at its inventory contact, in plain words.
+    (told,) = mailbox.wait_for(lambda m: "it@shop.example" in m.rcpt_tos, 10)
+    assert told.subject == "Your mail login alice was blocked"
+    text = told.raw.decode(errors="replace")
+    assert "change it" in text and "networks" in text and "unblock" not in text
+    assert told.mail_from.startswith("relaywarden@")
     # Blocked now, from the customer's own VPS too.
     assert send(stack, "203.0.113.7", "b@example.org", "orders@shop.example", "alice") == 451
     report = json.loads(cli(stack, "status", "user:alice", "--json"))["outcomes"]

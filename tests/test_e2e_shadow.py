@@ -31,7 +31,7 @@ reason = "bulk under review"
 """
 
 
-def test_shadow_mode_delivers_and_records_would_reject(private_stack) -> None:  # type: ignore[no-untyped-def]
+def test_shadow_mode_delivers_and_records_would_reject(private_stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
     stack = private_stack(POLICY)
     refused = stack.fate(stack.send("spam@shop.example", RCPT, message("spam@shop.example")))
     assert refused.fate == "delivered", refused.reply
@@ -61,6 +61,19 @@ def test_shadow_mode_delivers_and_records_would_reject(private_stack) -> None:  
     )  # fmt: skip
     assert status.returncode == 0, status.stderr
     assert "accept (shadow: would reject)" in status.stdout
+
+    # The abuse team's desk shows the same on the sender's status page.
+    from fastapi.testclient import TestClient
+
+    from tests.desk import desk_policy
+    from tests.test_web import login, make_app
+
+    app = make_app(stack, desk_policy(stack, tmp_path / "desk.toml"))
+    with TestClient(app) as client:
+        login(client, "victor")
+        page = client.get("/status", params={"subject": "sender:spam@shop.example"})
+    assert page.status_code == 200
+    assert "accept <span class=\"shadow\">(shadow: would reject)</span>" in page.text
 
 
 def test_replay_of_the_stream_shows_what_dropping_a_block_changes(private_stack, tmp_path) -> None:  # type: ignore[no-untyped-def]

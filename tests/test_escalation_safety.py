@@ -13,21 +13,18 @@ from typing import Any
 import Milter
 import pytest
 import redis
-from Milter.testctx import TestCtx as MilterCtx
 
 from relaywarden import audit, blocking
 from relaywarden.checks import limits as limits_check
 from relaywarden.devstack.procs import poll_until
-from relaywarden.devstack.redis import RedisServer
 from relaywarden.limits import escalation
 from relaywarden.limits.status import reset_keys, scope_of, sender_for
-from relaywarden.milter.adapter import RelayWardenMilter
 from relaywarden.policy import load_policy
-from relaywarden.runtime import Overrides, Runtime
+from relaywarden.runtime import Runtime
 from relaywarden.store import RedisStore
 from relaywarden.subjects import parse_subject
 from tests.mail import message
-from tests.milter_worker import NO_REPLY_BITS, deliver, open_ctx
+from tests.milter_ctx import adapter_runtime, deliver, open_ctx
 
 VPS = "203.0.113.60"
 HONEST = "198.51.100.60"  # plan "plain": 20 messages an hour, nothing else
@@ -63,20 +60,8 @@ T0 = 1_800_000_000.0
 
 @pytest.fixture
 def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
-    monkeypatch.setattr(
-        MilterCtx, "default_opts", [Milter.CURR_ACTS, 0x1FFFFF & ~NO_REPLY_BITS, 0, 0]
-    )
-    server = RedisServer()
-    url = server.start(tmp_path)
-    policy = tmp_path / "policy.toml"
-    policy.write_text(POLICY)
-    rt = Runtime.start(policy, Overrides(redis_url=url))
-    RelayWardenMilter.runtime = rt
-    Milter.factory = RelayWardenMilter
-    try:
+    with adapter_runtime(tmp_path, monkeypatch, POLICY) as rt:
         yield rt
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -115,7 +100,7 @@ def send(n: int, rcpts: int = 1, client: str = VPS) -> tuple[str, ...]:
         ctx._abort()
         ctx._close()
         return tuple(codes)
-    status, _ = deliver(ctx, message(subject=f"backlog {n}"))
+    status = deliver(ctx, message(subject=f"backlog {n}"))
     codes.append("250" if status == Milter.ACCEPT else ctx._reply[0])
     ctx._close()
     return tuple(codes)
@@ -308,5 +293,5 @@ def test_the_relay_itself_is_exempt_from_its_limits(
         assert ctx._envfrom("<relaywarden@shop.example>") == Milter.CONTINUE
         assert ctx._envrcpt("<abuse@example.org>") == Milter.CONTINUE
         assert ctx._envrcpt(f"<team{n}@example.org>") == Milter.CONTINUE
-        assert deliver(ctx, message("relaywarden@shop.example", f"notice {n}"))[0] == Milter.ACCEPT
+        assert deliver(ctx, message("relaywarden@shop.example", f"notice {n}")) == Milter.ACCEPT
     ctx._close()

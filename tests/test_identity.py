@@ -63,3 +63,17 @@ def test_duplicate_customer_and_bad_network_are_policy_errors() -> None:
     assert "customers[0].networks" in text and "not a network" in text
     with pytest.raises(PolicyError, match="listed twice"):
         policy_from_dict({"customers": [{"id": "a"}, {"id": "a"}]})
+
+
+def test_customer_contact_is_validated_and_travels_with_the_sender() -> None:
+    with pytest.raises(PolicyError) as caught:
+        policy_from_dict({"customers": [{"id": "c1", "contact": ["not an address"]}]})
+    assert "contact" in str(caught.value)
+    policy = policy_from_dict(
+        {"customers": [{"id": "c1", "sasl_users": ["Bob"], "contact": ["IT@Shop.example"]}]}
+    )
+    sender = identify(
+        Message(client_address=normalise_ip("198.51.100.3"), sasl_user="bob"),
+        Inventory(policy.customers),
+    )
+    assert sender.customer == "c1" and sender.contact == ("IT@shop.example",)

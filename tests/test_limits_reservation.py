@@ -10,16 +10,13 @@ from pathlib import Path
 import Milter
 import pytest
 import redis
-from Milter.testctx import TestCtx as MilterCtx
 
-from relaywarden.devstack.redis import RedisServer
 from relaywarden.limits.status import subject_status
-from relaywarden.milter.adapter import RelayWardenMilter
-from relaywarden.runtime import Overrides, Runtime
+from relaywarden.runtime import Runtime
 from relaywarden.subjects import parse_subject
 from tests.limits_support import count_round_trips
 from tests.mail import message
-from tests.milter_worker import NO_REPLY_BITS, deliver, open_ctx
+from tests.milter_ctx import adapter_runtime, deliver, open_ctx
 
 POLICY = """
 [plans.default]
@@ -47,24 +44,12 @@ reason = "test block"
 
 @pytest.fixture
 def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
-    monkeypatch.setattr(
-        MilterCtx, "default_opts", [Milter.CURR_ACTS, 0x1FFFFF & ~NO_REPLY_BITS, 0, 0]
-    )
-    server = RedisServer()
-    url = server.start(tmp_path)
-    policy = tmp_path / "policy.toml"
-    policy.write_text(POLICY)
-    rt = Runtime.start(policy, Overrides(redis_url=url))
-    RelayWardenMilter.runtime = rt
-    Milter.factory = RelayWardenMilter
-    try:
+    with adapter_runtime(tmp_path, monkeypatch, POLICY) as rt:
         warm = open_ctx("203.0.113.99")  # loads the Lua scripts: a once-per-Redis cost
         warm._envfrom("<warm@cafe.example>")
         warm._abort()
         warm._close()
         yield rt
-    finally:
-        server.stop()
 
 
 def reservations(store_client: redis.Redis) -> int:
@@ -110,7 +95,7 @@ def test_end_of_message_trues_up_and_counts_only_what_was_used(runtime: Runtime)
     ctx = open_ctx("203.0.113.7")
     assert ctx._envfrom("<orders@shop.example>") == Milter.CONTINUE
     assert ctx._envrcpt("<a@example.org>") == Milter.CONTINUE
-    assert deliver(ctx, message())[0] == Milter.ACCEPT
+    assert deliver(ctx, message()) == Milter.ACCEPT
     ctx._close()
     assert sent() == 2
     assert reservations(client) == 0
@@ -128,7 +113,7 @@ def test_more_recipients_than_one_message_may_reserve_get_452_and_no_hit(
     replies = [ctx._envrcpt(f"<r{n}@example.org>") for n in range(4)]
     assert replies == [Milter.CONTINUE] * 3 + [Milter.TEMPFAIL]
     assert ctx._reply[:2] == ("452", "4.5.3")
-    assert deliver(ctx, message())[0] == Milter.ACCEPT
+    assert deliver(ctx, message()) == Milter.ACCEPT
     ctx._close()
     events = runtime.store.recent_events(2)
     assert events[1]["stage"] == "rcpt" and events[1]["findings"][0]["name"] == (

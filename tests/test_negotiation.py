@@ -17,7 +17,7 @@ from relaywarden.milter.adapter import RelayWardenMilter
 from relaywarden.policy import PolicyError, policy_from_dict
 from relaywarden.runtime import Overrides, Runtime
 from tests.mail import message
-from tests.test_adapter import NO_REPLY_BITS
+from tests.milter_ctx import NO_REPLY_BITS
 
 
 def negotiated(cls: type[RelayWardenMilter]) -> int:

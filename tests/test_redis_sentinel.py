@@ -18,12 +18,11 @@ from Milter.testctx import TestCtx as MilterCtx
 from relaywarden.devstack.procs import LOOPBACK, poll_until
 from relaywarden.devstack.redis import RedisServer, SentinelServer
 from relaywarden.limits.status import subject_status
-from relaywarden.milter.adapter import RelayWardenMilter
 from relaywarden.policy import PolicyError, policy_from_dict
 from relaywarden.runtime import Overrides, Runtime
 from relaywarden.subjects import parse_subject
 from tests.mail import message
-from tests.milter_worker import NO_REPLY_BITS, deliver, open_ctx
+from tests.milter_ctx import ctx_opts, deliver, install, open_ctx
 
 LIMIT = 500
 POLICY = f"""
@@ -75,7 +74,7 @@ def send(n: int) -> str:
             return " ".join(ctx._reply[:2])
         if ctx._envrcpt("<buyer@example.org>") != Milter.CONTINUE:
             return " ".join(ctx._reply[:2])
-        status, _ = deliver(ctx, message(subject=f"sentinel {n}"))
+        status = deliver(ctx, message(subject=f"sentinel {n}"))
         return "250" if status == Milter.ACCEPT else " ".join(ctx._reply[:2])
     finally:
         ctx._close()
@@ -87,14 +86,11 @@ def test_a_failover_while_sending_follows_the_fail_mode_and_keeps_the_counters(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url, master, replica, watcher = sentinel
-    monkeypatch.setattr(
-        MilterCtx, "default_opts", [Milter.CURR_ACTS, 0x1FFFFF & ~NO_REPLY_BITS, 0, 0]
-    )
+    monkeypatch.setattr(MilterCtx, "default_opts", ctx_opts())
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY)
     rt = Runtime.start(policy, Overrides(redis_url=url))
-    RelayWardenMilter.runtime = rt
-    Milter.factory = RelayWardenMilter
+    install(rt)
     assert [send(n) for n in range(3)] == ["250"] * 3
     assert master.port is not None and replica.port is not None
     poll_until(lambda: _offset(replica.port) == _offset(master.port), 30, "replication")
@@ -121,3 +117,26 @@ def test_a_bad_sentinel_url_is_refused_with_its_reason() -> None:
     with pytest.raises(PolicyError) as caught:
         policy_from_dict({"redis": {"url": "redis+sentinel://127.0.0.1:26379"}})
     assert "service" in str(caught.value)
+
+
+def test_a_dead_master_behind_the_sentinel_fails_fast_behind_the_breaker(
+    sentinel: tuple[str, RedisServer, RedisServer, SentinelServer],
+) -> None:
+    from relaywarden.breaker import CLOSED, OPEN, Breaker, CircuitOpen
+    from relaywarden.store import connect
+
+    url, master, _, _ = sentinel
+    now = [0.0]
+    breaker = Breaker(failures=1, interval=5.0, clock=lambda: now[0], name="redis-sentinel-test")
+    client = connect(url, 1.0, breaker)
+    assert client.ping()
+    master.stop()  # the Sentinel still names it: connections are refused
+    with pytest.raises(redis.ConnectionError):
+        client.ping()
+    assert breaker.state == OPEN
+    with pytest.raises(CircuitOpen):  # no connection attempted while open
+        client.ping()
+    master.restart()
+    now[0] += 5.0  # the interval passes: one probe goes through and closes it
+    assert client.ping()
+    assert breaker.state == CLOSED

@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from io import BytesIO
 from pathlib import Path
 
 import Milter
 import pytest
-from Milter.testctx import TestCtx as MilterCtx  # not a pytest class
 
-from relaywarden.devstack.redis import RedisServer
-from relaywarden.milter.adapter import RelayWardenMilter
-from relaywarden.runtime import Overrides, Runtime
+from relaywarden.runtime import Runtime
 from relaywarden.store import RedisStore
 from relaywarden.subjects import parse_subject
 from tests.mail import message
+from tests.milter_ctx import adapter_runtime, deliver, open_ctx
 
 POLICY = """
 [plans.default]
@@ -47,55 +44,23 @@ window = "10m"
 block_for = "2h"
 """
 
-NO_REPLY_BITS = (
-    Milter.P_NR_CONN | Milter.P_NR_HELO | Milter.P_NR_MAIL | Milter.P_NR_RCPT
-    | Milter.P_NR_DATA | Milter.P_NR_UNKN | Milter.P_NR_EOH | Milter.P_NR_BODY | Milter.P_NR_HDR
-)  # fmt: skip
 PHISH = b"We noticed unusual activity. Verify your account: https://paypa1-login.example/v\r\n"
 CLEAN = b"Your order has shipped and will arrive on Tuesday.\r\n"
 
 
-def _hold(self: MilterCtx, reason: str) -> int:
-    self._quarantine = reason
-    return int(Milter.CONTINUE)
-
-
 @pytest.fixture
 def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
-    monkeypatch.setattr(
-        MilterCtx, "default_opts", [Milter.CURR_ACTS, 0x1FFFFF & ~NO_REPLY_BITS, 0, 0]
-    )
-    monkeypatch.setattr(MilterCtx, "quarantine", _hold, raising=False)
-    server = RedisServer()
-    url = server.start(tmp_path)
-    policy = tmp_path / "policy.toml"
-    policy.write_text(POLICY)
-    rt = Runtime.start(policy, Overrides(redis_url=url))
-    RelayWardenMilter.runtime = rt
-    Milter.factory = RelayWardenMilter
-    try:
+    with adapter_runtime(tmp_path, monkeypatch, POLICY, quarantine=True) as rt:
         yield rt
-    finally:
-        server.stop()
 
 
 def send(ip: str, body: bytes, mail_from: str = "service@two.example") -> str:
-    ctx = MilterCtx()
-    ctx._setsymval("i", "4ABCDEFGHJK")
-    ctx._connect(host="vps.example", helo="vps.example", ip=ip)
+    ctx = open_ctx(ip)
     if ctx._envfrom(f"<{mail_from}>") != Milter.CONTINUE:
         ctx._close()
         return f"refused at MAIL FROM {ctx._reply[0]}"
     ctx._envrcpt("<buyer@example.org>")
-    data = message(mail_from, "PayPal: account limited", body=body)
-    ctx._data()
-    head, _, raw = data.partition(b"\r\n\r\n")
-    for line in head.split(b"\r\n"):
-        name, _, value = line.partition(b": ")
-        ctx._priv.header_bytes(name.decode(), value)
-    ctx._eoh()
-    ctx._feed_body(BytesIO(raw))
-    rc = ctx._eom()
+    rc = deliver(ctx, message(mail_from, "PayPal: account limited", body=body))
     ctx._close()
     if rc == Milter.ACCEPT:
         return "held" if getattr(ctx, "_quarantine", None) else "accepted"

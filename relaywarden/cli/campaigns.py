@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -64,15 +64,7 @@ def block_cmd(
     redis_url: RedisOpt = None,
 ) -> None:
     """Refuse every copy of CAMPAIGN, from every customer, until released."""
-    policy, store = _open(config, redis_url)
-    with _errors():
-        done = campaigns.block(
-            store,
-            campaign,
-            actor=cli_actor(actor),
-            reason=reason,
-            window=policy.campaigns.window,
-        )
+    done = _act(campaigns.block, campaign, reason, actor, config, redis_url)
     typer.echo(f"blocked campaign {done.id} ({done.subject!r}, {done.vpses} VPSes)")
 
 
@@ -85,13 +77,21 @@ def release_cmd(
     redis_url: RedisOpt = None,
 ) -> None:
     """Lift the block on CAMPAIGN."""
+    done = _act(campaigns.release, campaign, reason, actor, config, redis_url)
+    typer.echo(f"released campaign {done.id}")
+
+
+def _act(
+    action: Callable[..., campaigns.Campaign],
+    campaign: str,
+    reason: str,
+    actor: str | None,
+    config: Path | None,
+    redis_url: str | None,
+) -> campaigns.Campaign:
+    """Block or release through the audited service function, with the CLI's errors."""
     policy, store = _open(config, redis_url)
     with _errors():
-        done = campaigns.release(
-            store,
-            campaign,
-            actor=cli_actor(actor),
-            reason=reason,
-            window=policy.campaigns.window,
+        return action(
+            store, campaign, actor=cli_actor(actor), reason=reason, window=policy.campaigns.window
         )
-    typer.echo(f"released campaign {done.id}")

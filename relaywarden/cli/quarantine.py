@@ -33,31 +33,57 @@ RelayOpt = Annotated[
 ]
 
 
+FindingOpt = Annotated[
+    str | None, typer.Option("--finding", help="Only messages with this finding (CHECK/NAME).")
+]
+SearchOpt = Annotated[
+    str | None,
+    typer.Option("--search", help="Sender, From or subject containing it, or a ref or queue id."),
+]
+BeforeOpt = Annotated[
+    float | None,
+    typer.Option("--before", help="Only messages held before this time (the next page's start)."),
+]
+LimitOpt = Annotated[int, typer.Option("--limit", min=1, max=5000, help="At most this many.")]
+
+
 @quarantine.command("list")
 def list_cmd(
     customer: CustomerOpt = None,
     vps: VpsOpt = None,
+    finding: FindingOpt = None,
+    search: SearchOpt = None,
     since: SinceOpt = None,
+    before: BeforeOpt = None,
+    limit: LimitOpt = 500,
     json_out: JsonOpt = False,
     config: ConfigOpt = None,
     redis_url: RedisOpt = None,
 ) -> None:
-    """Held messages, newest first."""
+    """Held messages, newest first; every filter applies before --limit."""
     with desk_errors():
-        entries = open_desk(config, redis_url).entries(
-            customer=customer, vps=vps, since=since_epoch(since)
+        found = open_desk(config, redis_url).select(
+            customer=customer,
+            vps=vps,
+            finding=finding,
+            search=search,
+            since=since_epoch(since),
+            before=before,
+            limit=limit,
         )
     if json_out:
-        dump([e.as_dict() for e in entries])
+        dump([e.as_dict() for e in found.entries])
         return
-    if not entries:
+    if not found.entries:
         typer.echo("nothing held")
-    for e in entries:
+    for e in found.entries:
         typer.echo(
             f"{when(e.time)}  {e.queue_id}  {e.shown_state:<20} vps {e.vps}  "
             f"customer {e.customer or '-'}  <{e.sender}>  score {e.score:g}  "
             f"{','.join(e.finding_names)}  {e.subject!r}"
         )
+    if found.more and found.older is not None:
+        typer.echo(f"(more: add --before {found.older!r} for the next page)")
 
 
 @quarantine.command("show")

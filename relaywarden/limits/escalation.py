@@ -191,25 +191,45 @@ def post_webhook(cfg: WebhookSection, notice: dict[str, Any], sleep: Any = time.
     return retrying("webhook", cfg.attempts, cfg.backoff, send, sleep)
 
 
-def notice_sender(policy: Policy) -> str:
-    """`[limits.escalation.email] sender`, else relaywarden@ the relay's own name:
-    a sender the relay's own checks accept (a real domain, no customer's)."""
-    configured = policy.limits.escalation.email.sender
+def notice_sender(policy: Policy, configured: str | None = None) -> str:
+    """The notice's sender: `configured` (default `[limits.escalation.email] sender`),
+    else relaywarden@ the relay's own name: a sender the relay's own checks accept
+    (a real domain, no customer's)."""
+    if configured is None:
+        configured = policy.limits.escalation.email.sender
     if configured:
         return configured
     host = policy.relay.hostnames[0] if policy.relay.hostnames else socket.gethostname()
     return f"relaywarden@{host}" if "." in host else "relaywarden@localhost.localdomain"
 
 
-def notice_email(cfg: EmailSection, notice: dict[str, Any], sender: str) -> EmailMessage:
-    """The notice as mail, with the Date and Message-ID the header check asks of any message."""
-    mail = EmailMessage()
+def stamp(mail: EmailMessage, sender: str, to: list[str], subject: str) -> EmailMessage:
+    """From, To, Subject and the Date and Message-ID the header check asks of any message."""
     mail["From"] = sender
-    mail["To"] = ", ".join(cfg.to)
-    # The subject is validated (no control characters): safe in a header.
-    mail["Subject"] = f"RelayWarden automatic block: {notice['subject']}"
+    mail["To"] = ", ".join(to)
+    # Callers build subjects from validated subjects and fixed words; CR/LF cannot get in.
+    mail["Subject"] = subject.replace("\r", " ").replace("\n", " ")[:200]
     mail["Date"] = formatdate(usegmt=True)
     mail["Message-ID"] = make_msgid("relaywarden", sender.rsplit("@", 1)[-1])
+    return mail
+
+
+def mail_through_relay(cfg: EmailSection, mail: EmailMessage, sleep: Any = time.sleep) -> bool:
+    """Send through `cfg.relay`, retried with backoff like the webhook."""
+    host, _, port = cfg.relay.rpartition(":")
+
+    def send() -> bool:
+        with smtplib.SMTP(host, int(port), timeout=cfg.timeout) as smtp:
+            smtp.send_message(mail)
+        return True
+
+    return retrying("notice email", cfg.attempts, cfg.backoff, send, sleep)
+
+
+def notice_email(cfg: EmailSection, notice: dict[str, Any], sender: str) -> EmailMessage:
+    """The notice as mail to the abuse team."""
+    subject = f"RelayWarden automatic block: {notice['subject']}"
+    mail = stamp(EmailMessage(), sender, cfg.to, subject)
     mail.set_content(
         f"{notice['subject']} was blocked automatically ({notice['action']}) "
         f"for {notice['duration']}: {notice['reason']}.\n\n"
@@ -224,14 +244,7 @@ def send_email(
 ) -> bool:
     """Mail the notice to the abuse team through the relay; retried like the webhook."""
     mail = notice_email(cfg, notice, sender or cfg.sender or "relaywarden@localhost.localdomain")
-    host, _, port = cfg.relay.rpartition(":")
-
-    def send() -> bool:
-        with smtplib.SMTP(host, int(port), timeout=cfg.timeout) as smtp:
-            smtp.send_message(mail)
-        return True
-
-    return retrying("notice email", cfg.attempts, cfg.backoff, send, sleep)
+    return mail_through_relay(cfg, mail, sleep)
 
 
 def _iso(epoch: object) -> object:

@@ -13,7 +13,8 @@ from collections.abc import Callable
 import redis
 
 from relaywarden import blocking
-from relaywarden.outcomes.notify import NOTIFIER, deliver
+from relaywarden.limits.escalation import notice_sender
+from relaywarden.outcomes.notify import NOTIFIER, deliver, tell_customer
 from relaywarden.policy import Policy
 from relaywarden.policy.durations import format_duration
 from relaywarden.store import Outcome, RedisStore
@@ -22,7 +23,13 @@ from relaywarden.subjects import Subject
 ACTOR = "relaywarden"
 
 
-def block_login(store: RedisStore, policy: Policy, login: str, evidence: dict[str, object]) -> None:
+def block_login(
+    store: RedisStore,
+    policy: Policy,
+    login: str,
+    evidence: dict[str, object],
+    contact: tuple[str, ...] = (),
+) -> None:
     cfg = policy.logins
     subject = Subject("user", login)
     if store.blocks_for([subject]):
@@ -47,7 +54,25 @@ def block_login(store: RedisStore, policy: Policy, login: str, evidence: dict[st
         "explain": evidence.get("explain", ""),
         "unblock": f"relaywarden unblock {subject} --reason TEXT",
     }
-    deliver(cfg.webhook, cfg.email, f"RelayWarden blocked login {subject}", notice)
+    sender = notice_sender(policy, cfg.email.sender)
+    deliver(cfg.webhook, cfg.email, f"RelayWarden blocked login {subject}", notice, sender)
+    if contact and cfg.notify_customer:
+        text = customer_text(login, evidence, format_duration(cfg.block_for))
+        title = f"Your mail login {login} was blocked"
+        tell_customer(cfg.email, list(contact), title, text, sender)
+
+
+def customer_text(login: str, evidence: dict[str, object], duration: str) -> str:
+    networks = evidence.get("networks")
+    count = len(networks) if isinstance(networks, list | tuple | set) else networks
+    return (
+        f"Your mail login {login} was used to send mail through our relay from "
+        f"{count or 'too many'} different networks in a short time, more than one "
+        f"person or office could be in. We have blocked it for {duration}: mail sent "
+        "with it is deferred meanwhile, not lost.\n\n"
+        "If this was not you, your password has most likely been stolen: change it "
+        "now, then reply to this message and our abuse team will lift the block.\n"
+    )
 
 
 class LoginBlocker:
@@ -62,7 +87,14 @@ class LoginBlocker:
         for finding in outcome.verdict.findings:
             if finding.check == "logins" and finding.name == "login-spread":
                 NOTIFIER.submit(
-                    functools.partial(block_login, store, policy, login, dict(finding.evidence))
+                    functools.partial(
+                        block_login,
+                        store,
+                        policy,
+                        login,
+                        dict(finding.evidence),
+                        outcome.sender.contact,
+                    )
                 )
                 return
 

@@ -7,7 +7,7 @@ the 24-hour chart. The ring layout is check.lua's (see there for the bound).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,23 +73,29 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _buckets(
+    fields: Mapping[bytes | str, bytes | str], window: float
+) -> Iterator[tuple[str, int, int]]:
+    """(kind, sub-window index, count) of every well-formed field of `window`."""
+    for raw_name, raw_value in fields.items():
+        name, value = _text(raw_name), _text(raw_value)
+        code, _, rest = name.partition(_fmt(window) + ":")
+        if code not in CODES or not rest:
+            continue
+        bucket, _, n = value.partition(":")
+        try:
+            yield code, int(bucket), int(n)
+        except ValueError:
+            continue
+
+
 def counts(
     fields: Mapping[bytes | str, bytes | str], window: float, nsub: int, now: float
 ) -> dict[str, int]:
     """Each kind's count over the last `window` (at most window + window/nsub)."""
-    g = window / nsub
-    i = int(now // g)
+    i = int(now // (window / nsub))
     out = dict.fromkeys(CODES, 0)
-    for raw_name, raw_value in fields.items():
-        name, value = _text(raw_name), _text(raw_value)
-        code, _, rest = name.partition(_fmt(window) + ":")
-        if code not in out or not rest:
-            continue
-        bucket, _, n = value.partition(":")
-        try:
-            b, count = int(bucket), int(n)
-        except ValueError:
-            continue
+    for code, b, count in _buckets(fields, window):
         if i - nsub <= b <= i:
             out[code] += count
     return out
@@ -99,16 +105,7 @@ def per_hour(fields: Mapping[bytes | str, bytes | str], now: float) -> dict[str,
     """Each kind per hour over the last 24 hours, oldest first (the desk's chart)."""
     i = int(now // 3600)
     out = {code: [0] * HOURS for code in CODES}
-    for raw_name, raw_value in fields.items():
-        name, value = _text(raw_name), _text(raw_value)
-        code, _, rest = name.partition(_fmt(DAY) + ":")
-        if code not in out or not rest:
-            continue
-        bucket, _, n = value.partition(":")
-        try:
-            b, count = int(bucket), int(n)
-        except ValueError:
-            continue
+    for code, b, count in _buckets(fields, DAY):
         if i - HOURS < b <= i:
             out[code][HOURS - 1 - (i - b)] += count
     return out

@@ -10,48 +10,55 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import smtplib
 import threading
 import time
 from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Any
 
-from relaywarden.limits.escalation import post_webhook, retrying
+from relaywarden.limits.escalation import mail_through_relay, post_webhook, stamp
 from relaywarden.policy.limits import EmailSection, WebhookSection
 
 log = logging.getLogger("relaywarden.notices")
 
 
 def send_email(
-    cfg: EmailSection, title: str, notice: dict[str, Any], sleep: Any = time.sleep
+    cfg: EmailSection,
+    title: str,
+    notice: dict[str, Any],
+    sender: str,
+    sleep: Any = time.sleep,
 ) -> bool:
-    mail = EmailMessage()
-    mail["From"] = cfg.sender
-    mail["To"] = ", ".join(cfg.to)
-    # `title` is built from validated subjects and fixed words: no CR/LF can get in.
-    mail["Subject"] = title.replace("\r", " ").replace("\n", " ")[:200]
+    """The typed notice to the abuse team (`cfg.to`) through the relay."""
+    mail = stamp(EmailMessage(), sender, cfg.to, title)
     mail.set_content(
         f"{notice.get('explain', '')}\n\nThe notice:\n" + json.dumps(notice, indent=2, default=str)
     )
-    host, _, port = cfg.relay.rpartition(":")
+    return mail_through_relay(cfg, mail, sleep)
 
-    def send() -> bool:
-        with smtplib.SMTP(host, int(port), timeout=cfg.timeout) as smtp:
-            smtp.send_message(mail)
-        return True
 
-    return retrying("notice email", cfg.attempts, cfg.backoff, send, sleep)
+def tell_customer(
+    cfg: EmailSection, to: list[str], title: str, text: str, sender: str, sleep: Any = time.sleep
+) -> bool:
+    """A plain-language notice to the customer's own contact addresses: what
+    happened and what to do, without the abuse team's internal evidence."""
+    mail = stamp(EmailMessage(), sender, to, title)
+    mail.set_content(text)
+    return mail_through_relay(cfg, mail, sleep)
 
 
 def deliver(
-    webhook: WebhookSection, email: EmailSection, title: str, notice: dict[str, Any]
+    webhook: WebhookSection,
+    email: EmailSection,
+    title: str,
+    notice: dict[str, Any],
+    sender: str,
 ) -> None:
     log.warning("%s: %s", title, json.dumps(notice, default=str))
     if webhook.url:
         post_webhook(webhook, notice)
     if email.to:
-        send_email(email, title, notice)
+        send_email(email, title, notice, sender)
 
 
 class Notifier:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relaywarden.keys import digest
+from relaywarden.limits.escalation import notice_sender
 from relaywarden.logins import block as login_block
 from relaywarden.logins.spread import networks_key
 from relaywarden.outcomes import counters, record
@@ -68,7 +69,10 @@ def warner(store: RedisStore, policy: Policy) -> Any:
             key = f"{store.keys.prefix}:out:warned:{digest(notice['subject'] + notice['kind'])}"
             if store.client.set(key, "1", nx=True, ex=int(cfg.window)):
                 title = f"RelayWarden warning: {notice['subject']} {notice['kind']}"
-                NOTIFIER.submit(functools.partial(deliver, cfg.webhook, cfg.email, title, notice))
+                sender = notice_sender(policy, cfg.email.sender)
+                NOTIFIER.submit(
+                    functools.partial(deliver, cfg.webhook, cfg.email, title, notice, sender)
+                )
 
     return notify
 

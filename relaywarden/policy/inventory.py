@@ -19,6 +19,8 @@ class CustomerEntry(Section):
     networks: list[str] = Field(default_factory=list)
     sasl_users: list[str] = Field(default_factory=list)
     domains: list[str] = Field(default_factory=list)
+    # The customer's own addresses for notices about its account (a stolen login).
+    contact: list[str] = Field(default_factory=list, max_length=5)
 
     @field_validator("id")
     @classmethod
@@ -36,6 +38,19 @@ class CustomerEntry(Section):
                 out.append(str(ipaddress.ip_network(text, strict=False)))
             except ValueError as exc:
                 raise ValueError(f"{text!r} is not a network: {exc}") from None
+        return out
+
+    @field_validator("contact")
+    @classmethod
+    def _contact(cls, value: list[str]) -> list[str]:
+        from email_validator import EmailNotValidError, validate_email
+
+        out = []
+        for text in value:
+            try:
+                out.append(validate_email(text, check_deliverability=False).normalized)
+            except EmailNotValidError as exc:
+                raise ValueError(f"{text!r} is not an address: {exc}") from None
         return out
 
     @field_validator("domains")

@@ -107,6 +107,9 @@ class LoginsSection(Section):
     # Block the login automatically (subject user:LOGIN) for this long; 0: no block.
     block_for: Duration = 3600.0
     block_action: Literal["tempfail", "reject"] = "tempfail"
+    # Also tell the customer, at its inventory `contact` addresses, through the
+    # notice email's relay (`[logins.email] relay`), that its login was blocked.
+    notify_customer: bool = True
     # Optional MaxMind-format database (GeoLite2-ASN / -Country / -City): adds
     # countries and ASNs to the evidence. None is shipped or downloaded.
     geoip_db: str = ""
