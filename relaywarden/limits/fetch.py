@@ -142,32 +142,6 @@ def read_groups(
     """One round trip: block records of `block_subjects`, the state of every group,
     and the commands of `extra` (handed their replies)."""
     reads = [[reads_for(s, policy) for s in group] for group in groups]
-
-    def queue(pipe: redis.client.Pipeline, group: list[Scope], group_reads: list[Read]) -> None:
-        _queue_check(pipe, group, group_reads, clock)
-
-    now, replies, blocks = _round_trip(
-        store, groups, reads, block_subjects, queue, extra, "rate-limit lookup"
-    )
-    states = [
-        _parse(group, group_reads, reply[1])
-        for group, group_reads, reply in zip(groups, reads, replies, strict=True)
-    ]
-    return now, states, blocks
-
-
-def _round_trip(
-    store: RedisStore,
-    groups: list[list[Scope]],
-    reads: list[list[Read]],
-    block_subjects: list[Subject],
-    queue: Callable[[redis.client.Pipeline, list[Scope], list[Read]], None],
-    extra: list[PendingRead] | None,
-    what: str,
-) -> tuple[float, list[Any], list[BlockRecord]]:
-    """The MAIL FROM pipeline: block records, one script per group (`queue`), then
-    other features' reads (handed their replies). Returns Redis's time, each
-    group's raw reply and the active blocks."""
     sizes: list[int] = []
 
     def build(pipe: redis.client.Pipeline) -> None:
@@ -175,21 +149,25 @@ def _round_trip(
         for subject in block_subjects:
             pipe.hgetall(store.keys.block(subject))
         for group, group_reads in zip(groups, reads, strict=True):
-            queue(pipe, group, group_reads)
+            _queue_check(pipe, group, group_reads, clock)
         for pending in extra or []:
             sizes.append(pending.queue(pipe))
 
-    results = scripts.run(store.client, build, what)
+    results = scripts.run(store.client, build, "rate-limit lookup")
     ours = len(block_subjects) + len(groups)
     results, rest = results[:ours], results[ours:]
     rows, replies = results[: len(block_subjects)], results[len(block_subjects) :]
     wall = time.time()
     blocks = [r for r in (RedisStore._record(row) for row in rows if row) if r.active(wall)]
-    now = float(_text(replies[0][0])) if replies else wall
+    now = float(replies[0][0]) if replies else wall
+    states = [
+        _parse(group, group_reads, reply[1])
+        for group, group_reads, reply in zip(groups, reads, replies, strict=True)
+    ]
     for pending, size in zip(extra or [], sizes, strict=True):
         pending_replies, rest = rest[:size], rest[size:]
         pending.take(pending_replies, now)
-    return now, replies, blocks
+    return now, states, blocks
 
 
 # -- check-and-reserve at MAIL FROM ----------------------------------------------
@@ -305,18 +283,32 @@ def reserve_groups(
     """One round trip: block records of `block_subjects`, check-and-reserve per group,
     and the commands of `extra` (other features' MAIL FROM reads, handed their replies)."""
     reads = [[reads_for(s, policy) for s in group] for group in groups]
+    sizes: list[int] = []
 
-    def queue(pipe: redis.client.Pipeline, group: list[Scope], group_reads: list[Read]) -> None:
-        spec = _spec_reserve(group, group_reads, policy, rid, size)
-        scripts.evalsha(pipe, "reserve", script_keys(group), [clock, spec])
+    def build(pipe: redis.client.Pipeline) -> None:
+        sizes.clear()
+        for subject in block_subjects:
+            pipe.hgetall(store.keys.block(subject))
+        for group, group_reads in zip(groups, reads, strict=True):
+            spec = _spec_reserve(group, group_reads, policy, rid, size)
+            scripts.evalsha(pipe, "reserve", script_keys(group), [clock, spec])
+        for pending in extra or []:
+            sizes.append(pending.queue(pipe))
 
-    now, replies, blocks = _round_trip(
-        store, groups, reads, block_subjects, queue, extra, "rate-limit admission"
-    )
+    results = scripts.run(store.client, build, "rate-limit admission")
+    ours = len(block_subjects) + len(groups)
+    results, rest = results[:ours], results[ours:]
+    rows, replies = results[: len(block_subjects)], results[len(block_subjects) :]
+    wall = time.time()
+    blocks = [r for r in (RedisStore._record(row) for row in rows if row) if r.active(wall)]
+    now = float(_text(replies[0][0])) if replies else wall
     admissions = [
         _parse_admission(group, group_reads, reply)
         for group, group_reads, reply in zip(groups, reads, replies, strict=True)
     ]
+    for pending, count in zip(extra or [], sizes, strict=True):
+        pending_replies, rest = rest[:count], rest[count:]
+        pending.take(pending_replies, now)
     return now, admissions, blocks
 
 
