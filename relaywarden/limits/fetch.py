@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import redis
 
+from relaywarden import fastjson
 from relaywarden.identity import Sender
 from relaywarden.limits import scripts
 from relaywarden.limits.model import (
@@ -32,6 +33,7 @@ from relaywarden.limits.model import (
     bursts,
     factor_for,
     global_scope,
+    memo,
     reads_for,
     scopes_for,
     tag_groups,
@@ -203,18 +205,15 @@ def _spec_reserve(
     scopes: list[Scope], reads: list[Read], policy: Policy, rid: str, size: int
 ) -> str:
     need, want = demand(policy, size)
+    cache = memo(policy)
     out = []
     for scope, read in zip(scopes, reads, strict=True):
-        limits = {(CODE[unit], r.window): r.limit for unit, r in scope.limits.rates()}
-        scaled = 1 if scope.meta else 0
-        out.append(
-            {
-                "c": [[c, w, NSUB, limits.get((c, w), -1), scaled] for c, w in read.counters],
-                "u": [[c, w, limits.get((c, w), -1), scaled] for c, w in read.uniques],
-                "m": 1 if scope.meta else 0,
-            }
-        )
-    return json.dumps(
+        key = ("spec", id(scope.limits), read, scope.meta)
+        found = cache.get(key)
+        if found is None or found[0] is not scope.limits:
+            found = cache[key] = (scope.limits, _scope_spec(scope, read))
+        out.append(found[1])
+    return fastjson.dumps(
         {
             "id": rid,
             "lease": policy.limits.reservation.lease,
@@ -224,6 +223,17 @@ def _spec_reserve(
             "s": out,
         }
     )
+
+
+def _scope_spec(scope: Scope, read: Read) -> dict[str, object]:
+    """One scope's part of reserve.lua's spec: the same for every message of a plan."""
+    limits = {(CODE[unit], r.window): r.limit for unit, r in scope.limits.rates()}
+    scaled = 1 if scope.meta else 0
+    return {
+        "c": [[c, w, NSUB, limits.get((c, w), -1), scaled] for c, w in read.counters],
+        "u": [[c, w, limits.get((c, w), -1), scaled] for c, w in read.uniques],
+        "m": 1 if scope.meta else 0,
+    }
 
 
 @dataclass
@@ -447,7 +457,7 @@ def queue_commit(pipe: redis.client.Pipeline, state: LimitState, usage: Usage) -
         todo = [(st, spec) for st, spec in specs if spec is not None]
         if todo:
             keys = script_keys([st.scope for st, _ in todo])
-            body = json.dumps({"s": [spec for _, spec in todo]})
+            body = fastjson.dumps({"s": [spec for _, spec in todo]})
             scripts.evalsha(pipe, "commit", keys, [state.clock, body])
     state.settled = True
 
@@ -458,7 +468,7 @@ def queue_release(pipe: redis.client.Pipeline, state: LimitState) -> None:
         return
     for group, member in zip(state.groups, state.members, strict=False):
         if member:
-            body = json.dumps(
+            body = fastjson.dumps(
                 {"s": [{"ttl": _ttl(st.scope, state.policy), "q": member} for st in group]}
             )
             keys = script_keys([st.scope for st in group])

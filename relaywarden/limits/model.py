@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from relaywarden.identity import Sender
 from relaywarden.keys import digest
@@ -75,17 +76,38 @@ def global_key(prefix: str) -> str:
     return f"{prefix}:l:{{global}}"
 
 
+_MEMOS: dict[int, tuple[Policy, dict[object, Any]]] = {}
+
+
+def memo(policy: Policy) -> dict[object, Any]:
+    """What this module derives from a policy alone, derived once per policy (a
+    policy is never changed once loaded; a reload brings a new one). Keyed by the
+    object itself, checked by identity, so a recycled id() cannot serve stale values."""
+    entry = _MEMOS.get(id(policy))
+    if entry is None or entry[0] is not policy:
+        if len(_MEMOS) >= 8:  # old generations: a reload or two, tests' policies
+            _MEMOS.clear()
+        entry = _MEMOS[id(policy)] = (policy, {})
+    return entry[1]
+
+
 def plan_for(policy: Policy, sender: Sender) -> tuple[str, Plan, Limits]:
     """The plan in force and the per-VPS limits after overrides (customer, then VPS)."""
-    name = sender.plan
-    overrides = {str(o.subject): o for o in policy.limits.overrides}
+    cache = memo(policy)
+    overrides = cache.get("overrides")
+    if overrides is None:
+        overrides = cache["overrides"] = {str(o.subject): o for o in policy.limits.overrides}
     chain = [overrides.get(f"customer:{sender.customer}"), overrides.get(f"vps:{sender.vps}")]
+    name = sender.plan
     for override in chain:
         if override is not None and override.plan:
             name = override.plan
-    plan = plan_named(policy.plans, name) or plan_named(policy.plans, "default")
-    assert plan is not None  # "default" always resolves
-    vps_limits = plan.for_scope("vps") or Limits()
+    found = cache.get(("plan", name))
+    if found is None:
+        plan = plan_named(policy.plans, name) or plan_named(policy.plans, "default")
+        assert plan is not None  # "default" always resolves
+        found = cache[("plan", name)] = (plan, plan.for_scope("vps") or Limits())
+    plan, vps_limits = found
     for override in chain:
         if override is not None:
             vps_limits = vps_limits.overlay(override.limits)
@@ -135,6 +157,18 @@ class Read:
 
 
 def reads_for(scope: Scope, policy: Policy) -> Read:
+    # Limits objects live as long as their policy (plan_for's memo), so their id is
+    # stable; the entry keeps the object itself to make sure.
+    key = ("reads", id(scope.limits), scope.subject is None, scope.meta)
+    cache = memo(policy)
+    found = cache.get(key)
+    if found is None or found[0] is not scope.limits:
+        found = cache[key] = (scope.limits, _reads(scope, policy))
+    read: Read = found[1]
+    return read
+
+
+def _reads(scope: Scope, policy: Policy) -> Read:
     counters: list[tuple[str, float]] = []
     uniques: list[tuple[str, float]] = []
     for unit, rate in scope.limits.rates():
