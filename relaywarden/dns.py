@@ -57,7 +57,8 @@ def parse_nameserver(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-_PLAIN = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*")
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_PLAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 
 
 def query_name(domain: str) -> dns.name.Name:

@@ -33,7 +33,6 @@ from relaywarden.limits.model import (
     bursts,
     factor_for,
     global_scope,
-    memo,
     reads_for,
     scopes_for,
     tag_groups,
@@ -41,6 +40,7 @@ from relaywarden.limits.model import (
 from relaywarden.limits.model import NSUB as NSUB
 from relaywarden.message import Message
 from relaywarden.policy import Policy
+from relaywarden.policy.derived import memo
 from relaywarden.store import BlockRecord, RedisStore
 from relaywarden.subjects import Subject
 

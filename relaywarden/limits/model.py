@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 from relaywarden.identity import Sender
 from relaywarden.keys import digest
 from relaywarden.policy import Policy
+from relaywarden.policy.derived import memo
 from relaywarden.policy.limits import Limits, Plan, Rate, plan_named
 from relaywarden.returnpath import sender_key
 from relaywarden.subjects import Subject
@@ -74,21 +74,6 @@ def scope_key(prefix: str, tag: str, subject: Subject) -> str:
 
 def global_key(prefix: str) -> str:
     return f"{prefix}:l:{{global}}"
-
-
-_MEMOS: dict[int, tuple[Policy, dict[object, Any]]] = {}
-
-
-def memo(policy: Policy) -> dict[object, Any]:
-    """What this module derives from a policy alone, derived once per policy (a
-    policy is never changed once loaded; a reload brings a new one). Keyed by the
-    object itself, checked by identity, so a recycled id() cannot serve stale values."""
-    entry = _MEMOS.get(id(policy))
-    if entry is None or entry[0] is not policy:
-        if len(_MEMOS) >= 8:  # old generations: a reload or two, tests' policies
-            _MEMOS.clear()
-        entry = _MEMOS[id(policy)] = (policy, {})
-    return entry[1]
 
 
 def plan_for(policy: Policy, sender: Sender) -> tuple[str, Plan, Limits]:
