@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Protocol
 import redis
 import redis.sentinel
 
-from relaywarden import fastjson
+from relaywarden import fastjson, pipeline
 from relaywarden.breaker import Breaker, connection_class
 from relaywarden.errors import StoreError
 from relaywarden.identity import Sender
@@ -243,7 +243,7 @@ class RedisStore:
         those commands run again: a decision answered 250 is still counted, and
         nothing else runs twice."""
         stack = list(pipe.command_stack)
-        results: list[Any] = pipe.execute(raise_on_error=False)
+        results: list[Any] = pipeline.execute(pipe)
         missing = [n for n, result in enumerate(results) if _noscript(result)]
         if missing:
             for load in self.script_loaders:
