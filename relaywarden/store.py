@@ -22,7 +22,7 @@ from relaywarden.errors import StoreError
 from relaywarden.identity import Sender
 from relaywarden.keys import Keys
 from relaywarden.message import Message
-from relaywarden.subjects import Subject, parse_subject
+from relaywarden.subjects import SCOPE_KINDS, SCOPED, Subject, parse_subject
 from relaywarden.verdict import Verdict
 
 
@@ -37,6 +37,13 @@ class BlockRecord:
 
     def active(self, now: float) -> bool:
         return self.until is None or self.until > now
+
+    @property
+    def covers(self) -> str:
+        """Whose mail the block applies to: "relay-wide", or the customer (VPS) a
+        scoped `sender:` block is limited to (`customer:ID/sender:ADDRESS`)."""
+        head, sep, _ = self.subject.partition(SCOPED)
+        return head if sep and head.partition(":")[0] in SCOPE_KINDS else "relay-wide"
 
 
 class Store(Protocol):

@@ -69,7 +69,7 @@ def _escalate(
 ) -> None:
     esc = state.policy.limits.escalation
     before = st.counters.get((HITS, esc.period), 0)
-    subject = st.scope.subject
+    subject = st.scope.block_subject  # a sender: only within the customer that sent
     if esc.enabled and subject is not None and before + 1 >= esc.hits:
         job = Job(store, state.policy, subject, st.scope.key, evidence, state.clock)
         # Queued once the pipeline that counts this hit has run: escalation re-checks

@@ -39,10 +39,19 @@ class Scope:
     key: str
     limits: Limits
     meta: bool = False  # the VPS: warm-up, penalty, baseline live in its hash
+    owner: Subject | None = None  # a sender's: whose mail it is (Sender.owner)
 
     @property
     def label(self) -> str:
         return str(self.subject) if self.subject else "global"
+
+    @property
+    def block_subject(self) -> Subject | None:
+        """What an automatic block of this scope blocks: a sender only within its
+        owner (the customer whose mail earned the hits), never relay-wide."""
+        if self.subject is not None and self.subject.kind == "sender" and self.owner:
+            return Subject("sender", self.subject.value, within=self.owner)
+        return self.subject
 
     @property
     def reservations(self) -> str:
@@ -106,7 +115,8 @@ def scopes_for(policy: Policy, sender: Sender, mail_from: str) -> list[Scope]:
     ]
     for subject, limits in candidates:
         if subject is not None and limits is not None:
-            scopes.append(Scope(subject, scope_key(prefix, tag, subject), limits))
+            owner = sender.owner if subject.kind == "sender" else None
+            scopes.append(Scope(subject, scope_key(prefix, tag, subject), limits, owner=owner))
     return scopes
 
 
