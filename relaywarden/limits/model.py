@@ -59,6 +59,24 @@ class Scope:
         return f"{self.key}:q"
 
 
+def distinct_key(scope: Scope, code: str, window: float) -> str:
+    """The exact set (sorted set: member -> last counted) behind a unique-recipient or
+    unique-domain limit of `scope`: same hash tag, declared in the scripts' KEYS."""
+    return f"{scope.key}:Z{code}{window:g}"
+
+
+def limited_uniques(scope: Scope) -> set[tuple[str, float]]:
+    """The (unit code, window) of `scope`'s unique limits: counted exactly (a sorted
+    set), so a recipient counted already is known; unique counts without a limit
+    (burst detection) stay HyperLogLogs."""
+    return {(CODE[u], r.window) for u, r in scope.limits.rates() if u in UNIQUE_UNITS}
+
+
+def member(value: str) -> str:
+    """A recipient (or domain) as the unique counters hold it: hashed, never the text."""
+    return digest(value.lower())[:16]
+
+
 def vps_tag(vps: str) -> str:
     return "v" + digest(vps)[:16]
 

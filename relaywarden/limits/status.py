@@ -16,7 +16,9 @@ from relaywarden.limits.model import (
     ScopeState,
     bindings,
     bursts,
+    distinct_key,
     factor_for,
+    limited_uniques,
     plan_for,
     scopes_for,
 )
@@ -157,11 +159,12 @@ def recent_decisions(
 
 
 def reset_keys(store: RedisStore, scope: Scope, restart_warmup: bool = False) -> int:
-    """Delete a subject's counters (its hash and its HyperLogLogs). Its first-seen
-    time survives unless `restart_warmup`: a reset forgives, it does not make an
-    established customer new again."""
+    """Delete a subject's counters (its hash, its HyperLogLogs and its unique limits'
+    sets). Its first-seen time survives unless `restart_warmup`: a reset forgives,
+    it does not make an established customer new again."""
     client = store.client
     keys = [scope.key, scope.reservations, *client.scan_iter(match=scope.key + ":U*", count=1000)]
+    keys += [distinct_key(scope, code, window) for code, window in limited_uniques(scope)]
     first_seen = None if restart_warmup else client.hget(scope.key, "fs")
     ttl = int(client.ttl(scope.key))
     pipe = client.pipeline(transaction=True)
