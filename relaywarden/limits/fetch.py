@@ -217,7 +217,7 @@ def _factor_spec(policy: Policy) -> dict[str, float]:
 
 # The most members of one unique limit's set reserve.lua returns when that limit is
 # near full; a bigger set is not sent (every recipient then counts as new).
-KNOWN_MAX = 5000
+KNOWN_MAX = 2000
 
 
 def _spec_reserve(
