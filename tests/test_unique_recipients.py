@@ -12,7 +12,9 @@ import pytest
 from Milter.testctx import TestCtx as MilterCtx
 
 from relaywarden.checks import limits as limits_check
+from relaywarden.limits.status import reset_keys, scope_of, sender_for, subject_status
 from relaywarden.runtime import Runtime
+from relaywarden.subjects import parse_subject
 from tests.mail import message
 from tests.milter_ctx import adapter_runtime, deliver, open_ctx
 
@@ -86,6 +88,12 @@ def test_writing_again_to_counted_recipients_uses_up_nothing(runtime: Runtime) -
     assert send(["f@one.example"]) == ["451"]  # the 6th: the limit
     # Still: anyone already counted, in any order, with the refused one between.
     assert send(["e@one.example", "g@one.example", "a@one.example"]) == ["250", "451", "250"]
+    # `relaywarden status` reads the same exact count.
+    report = subject_status(
+        runtime.store, runtime.policy, parse_subject(f"vps:{VPS}"), runtime.inventory, repr(T0)
+    )
+    unique = next(w for w in report["windows"] if w["unit"] == "unique_recipients")
+    assert (unique["count"], unique["limit"], unique["left"]) == (5, 5, 0)
 
 
 def test_a_new_window_counts_afresh(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -126,3 +134,13 @@ def test_a_recipient_about_to_leave_the_window_costs_like_a_new_one(
     assert send(["r0@one.example"]) == ["250"]  # counted again, at T0 + 3000
     at(monkeypatch, T0 + 3600 - 3)  # r1..r4, counted 3597 s ago, are about to leave
     assert send(["r1@one.example", "r0@one.example"]) == ["451", "250"]
+
+
+def test_reset_clears_the_counted_recipients(runtime: Runtime) -> None:
+    assert send([f"r{n}@one.example" for n in range(6)]) == ["250"] * 5 + ["451"]
+    subject = parse_subject(f"vps:{VPS}")
+    scope = scope_of(
+        subject, runtime.policy, sender_for(subject, runtime.policy, runtime.inventory)
+    )
+    reset_keys(runtime.store, scope)
+    assert send(["r5@one.example"]) == ["250"]
