@@ -31,8 +31,11 @@ from relaywarden.limits.model import (
     ScopeState,
     allowance,
     bursts,
+    distinct_key,
     factor_for,
     global_scope,
+    limited_uniques,
+    member,
     reads_for,
     scopes_for,
     tag_groups,
@@ -69,6 +72,9 @@ class LimitState:
     want: dict[str, int] = field(default_factory=dict)
     settled: bool = False  # reservation trued up or given back
     rcpt_hits: set[str] = field(default_factory=set)  # scopes that refused a recipient
+    # Per unique unit code ("R", "D"), when a unique limit is near full: the members
+    # (model.member) every such limit counted already; writing to them is free.
+    known: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def vps(self) -> ScopeState:
@@ -97,26 +103,35 @@ MailRead = Callable[[Policy, Sender, Message, RedisStore], PendingRead | None]
 MAIL_READS: list[MailRead] = []
 
 
-def _spec_read(reads: list[Read], meta: list[bool]) -> str:
-    return json.dumps(
-        {
-            "s": [
-                {
-                    "c": [[code, w, NSUB] for code, w in r.counters],
-                    "u": [[code, w] for code, w in r.uniques],
-                    "m": 1 if m else 0,
-                }
-                for r, m in zip(reads, meta, strict=True)
-            ]
-        }
-    )
+def declare(keys: list[str], key: str) -> int:
+    """Add `key` to a script's KEYS (once); its 1-based index, as the script reads it."""
+    if key not in keys:
+        keys.append(key)
+    return keys.index(key) + 1
+
+
+def _zindex(keys: list[str], scope: Scope, code: str, window: float) -> int:
+    """KEYS index of the exact set behind a unique limit; 0: a HyperLogLog (no limit)."""
+    if (code, window) not in limited_uniques(scope):
+        return 0
+    return declare(keys, distinct_key(scope, code, window))
 
 
 def _queue_check(
     pipe: redis.client.Pipeline, scopes: list[Scope], reads: list[Read], clock: str
 ) -> None:
-    spec = _spec_read(reads, [s.meta for s in scopes])
-    scripts.evalsha(pipe, "check", [s.key for s in scopes], [clock, spec])
+    keys = [s.key for s in scopes]
+    spec = {
+        "s": [
+            {
+                "c": [[code, w, NSUB] for code, w in r.counters],
+                "u": [[code, w, _zindex(keys, scope, code, w)] for code, w in r.uniques],
+                "m": 1 if scope.meta else 0,
+            }
+            for scope, r in zip(scopes, reads, strict=True)
+        ]
+    }
+    scripts.evalsha(pipe, "check", keys, [clock, json.dumps(spec)])
 
 
 def _parse(scopes: list[Scope], reads: list[Read], reply: list[Any]) -> list[ScopeState]:
@@ -177,7 +192,8 @@ def demand(policy: Policy, declared_size: int) -> tuple[dict[str, int], dict[str
     """(need, want) per unit code: the least a transaction can use, the most it reserves."""
     cfg = policy.limits.reservation
     size = declared_size if declared_size > 0 else 0
-    need = {"m": 1, "r": 1, "b": max(1, size), "R": 1, "D": 1}
+    # Unique units need no room to be admitted: a recipient counted already is free.
+    need = {"m": 1, "r": 1, "b": max(1, size), "R": 0, "D": 0}
     want = {
         "m": 1,
         "r": cfg.recipients,
@@ -201,8 +217,13 @@ def _factor_spec(policy: Policy) -> dict[str, float]:
     }
 
 
+# The most members of one unique limit's set reserve.lua returns when that limit is
+# near full; a bigger set is not sent (every recipient then counts as new).
+KNOWN_MAX = 2000
+
+
 def _spec_reserve(
-    scopes: list[Scope], reads: list[Read], policy: Policy, rid: str, size: int
+    scopes: list[Scope], reads: list[Read], policy: Policy, rid: str, size: int, keys: list[str]
 ) -> str:
     need, want = demand(policy, size)
     cache = memo(policy)
@@ -212,7 +233,12 @@ def _spec_reserve(
         found = cache.get(key)
         if found is None or found[0] is not scope.limits:
             found = cache[key] = (scope.limits, _scope_spec(scope, read))
-        out.append(found[1])
+        counters, limits, scaled, meta = found[1]
+        uniques = [
+            [c, w, limits.get((c, w), -1), scaled, _zindex(keys, scope, c, w)]
+            for c, w in read.uniques
+        ]
+        out.append({"c": counters, "u": uniques, "m": meta})
     return fastjson.dumps(
         {
             "id": rid,
@@ -220,20 +246,24 @@ def _spec_reserve(
             "need": need,
             "want": want,
             "f": _factor_spec(policy),
+            "kmax": KNOWN_MAX,
+            "kedge": NSUB,
             "s": out,
         }
     )
 
 
-def _scope_spec(scope: Scope, read: Read) -> dict[str, object]:
-    """One scope's part of reserve.lua's spec: the same for every message of a plan."""
+def _scope_spec(
+    scope: Scope, read: Read
+) -> tuple[list[list[object]], dict[tuple[str, float], int], int, int]:
+    """What of one scope's part of reserve.lua's spec is the same for every message
+    of a plan: its counters, its limits by (unit code, window), scaled, meta."""
     limits = {(CODE[unit], r.window): r.limit for unit, r in scope.limits.rates()}
     scaled = 1 if scope.meta else 0
-    return {
-        "c": [[c, w, NSUB, limits.get((c, w), -1), scaled] for c, w in read.counters],
-        "u": [[c, w, limits.get((c, w), -1), scaled] for c, w in read.uniques],
-        "m": 1 if scope.meta else 0,
-    }
+    counters: list[list[object]] = [
+        [c, w, NSUB, limits.get((c, w), -1), scaled] for c, w in read.counters
+    ]
+    return counters, limits, scaled, 1 if scope.meta else 0
 
 
 @dataclass
@@ -246,14 +276,25 @@ class Admission:
     member: str  # the reservation reserve.lua stored ("" if none)
     states: list[ScopeState]
     limits: dict[tuple[str, str, float], int]  # (scope label, unit code, window) -> limit
+    # Per unique unit whose allotment is short: each limit's counted members (None:
+    # too many to send, nothing is known).
+    known: dict[str, list[frozenset[str] | None]] = field(default_factory=dict)
 
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _parse_known(rows: list[Any]) -> dict[str, list[frozenset[str] | None]]:
+    known: dict[str, list[frozenset[str] | None]] = {}
+    for unit, complete, *members in rows:
+        sent = frozenset(_text(m) for m in members) if int(complete) else None
+        known.setdefault(_text(unit), []).append(sent)
+    return known
+
+
 def _parse_admission(scopes: list[Scope], reads: list[Read], reply: list[Any]) -> Admission:
-    _, admitted, factor, flat, member, per_scope = reply
+    _, admitted, factor, flat, held, per_scope, known = reply
     flat = [_text(v) for v in flat]
     allot = {flat[n]: int(flat[n + 1]) for n in range(0, len(flat), 2)}
     states, limits = [], {}
@@ -272,7 +313,15 @@ def _parse_admission(scopes: list[Scope], reads: list[Read], reply: list[Any]) -
             [*read.counters, *read.uniques], [*lims, *ulims], strict=True
         ):
             limits[(scope.label, code, window)] = int(limit)
-    return Admission(int(admitted) == 1, float(_text(factor)), allot, _text(member), states, limits)
+    return Admission(
+        int(admitted) == 1,
+        float(_text(factor)),
+        allot,
+        _text(held),
+        states,
+        limits,
+        _parse_known(known),
+    )
 
 
 def script_keys(group: list[Scope]) -> list[str]:
@@ -300,8 +349,9 @@ def reserve_groups(
         for subject in block_subjects:
             pipe.hgetall(store.keys.block(subject))
         for group, group_reads in zip(groups, reads, strict=True):
-            spec = _spec_reserve(group, group_reads, policy, rid, size)
-            scripts.evalsha(pipe, "reserve", script_keys(group), [clock, spec])
+            keys = script_keys(group)
+            spec = _spec_reserve(group, group_reads, policy, rid, size, keys)
+            scripts.evalsha(pipe, "reserve", keys, [clock, spec])
         for pending in extra or []:
             sizes.append(pending.queue(pipe))
 
@@ -362,6 +412,14 @@ def fetch(
     for adm in admissions:
         for code, amount in adm.allot.items():
             allot[code] = min(amount, allot.get(code, amount))
+    # Free to write to: what every near-full unique limit counted already. A limit
+    # that sent nothing had room for the whole per-message allowance.
+    known: dict[str, frozenset[str]] = {}
+    for adm in admissions:
+        for code, sets in adm.known.items():
+            for members in sets:
+                have = members if members is not None else frozenset()
+                known[code] = known[code] & have if code in known else have
     return LimitState(
         policy=policy,
         now=now,
@@ -377,6 +435,7 @@ def fetch(
         admitted=all(adm.admitted for adm in admissions),
         allot=allot,
         want=demand(policy, size)[1],
+        known=known,
     )
 
 
@@ -393,9 +452,7 @@ class Usage:
 
 
 def _members(values: list[str]) -> list[str]:
-    from relaywarden.keys import digest
-
-    return sorted({digest(v.lower())[:16] for v in values})
+    return sorted({member(v) for v in values})
 
 
 def _ttl(scope: Scope, policy: Policy) -> int:
@@ -420,11 +477,13 @@ def _scope_commit(
         amount = hit if code == HITS else amounts.get(code, 0)
         if amount:
             counters.append([code, window, NSUB, amount, once if code == HITS else 0])
-    uniques: list[tuple[str, float, list[str]]] = []
+    uniques: list[tuple[str, float, list[str], str]] = []
     domains = [r.rsplit("@", 1)[-1] for r in usage.recipients]
+    exact = limited_uniques(st.scope)
     for code, window in st.uniques:
         values = usage.recipients if code == "R" else domains
-        uniques.append((code, window, _members(values) if usage.accepted else []))
+        zkey = distinct_key(st.scope, code, window) if (code, window) in exact else ""
+        uniques.append((code, window, _members(values) if usage.accepted else [], zkey))
     spec: dict[str, Any] = {"c": counters, "u": uniques, "ttl": _ttl(st.scope, policy)}
     if st.scope.meta:
         if usage.accepted:
@@ -452,11 +511,13 @@ def queue_commit(pipe: redis.client.Pipeline, state: LimitState, usage: Usage) -
     """Queue commit.lua for each group on the end-of-message pipeline: count what
     was used and give the reservation back, in one script call per group."""
     members = [""] * len(state.groups) if state.settled else state.members
-    for group, member in zip(state.groups, members, strict=False):
-        specs = [(st, _scope_commit(st, usage, state.policy, member)) for st in group]
+    for group, held in zip(state.groups, members, strict=False):
+        specs = [(st, _scope_commit(st, usage, state.policy, held)) for st in group]
         todo = [(st, spec) for st, spec in specs if spec is not None]
         if todo:
             keys = script_keys([st.scope for st, _ in todo])
+            for _, spec in todo:  # the exact sets' keys: declared, as KEYS indices
+                spec["u"] = [[c, w, m, declare(keys, z) if z else 0] for c, w, m, z in spec["u"]]
             body = fastjson.dumps({"s": [spec for _, spec in todo]})
             scripts.evalsha(pipe, "commit", keys, [state.clock, body])
     state.settled = True
@@ -466,10 +527,10 @@ def queue_release(pipe: redis.client.Pipeline, state: LimitState) -> None:
     """Give the reservation back (aborted, refused at RCPT, connection closed)."""
     if state.settled:
         return
-    for group, member in zip(state.groups, state.members, strict=False):
-        if member:
+    for group, held in zip(state.groups, state.members, strict=False):
+        if held:
             body = fastjson.dumps(
-                {"s": [{"ttl": _ttl(st.scope, state.policy), "q": member} for st in group]}
+                {"s": [{"ttl": _ttl(st.scope, state.policy), "q": held} for st in group]}
             )
             keys = script_keys([st.scope for st in group])
             scripts.evalsha(pipe, "commit", keys, [state.clock, body])

@@ -14,7 +14,9 @@ ARGV[1]  "" to take the time from Redis TIME; else seconds since the epoch.
          never mixes client and server clocks.
 ARGV[2]  JSON: {"s": [scope, ...]} in KEYS order, each scope
            {"c": [[unit, window, nsub], ...],   counters to read
-            "u": [[unit, window], ...],         unique counts (HyperLogLog) to read
+            "u": [[unit, window, k], ...],      unique counts to read: k = 0, the
+                                                HyperLogLogs; else KEYS[k], a unique
+                                                limit's sorted set (exact; commit.lua)
             "m": 1}                             1: also return the meta fields
 
 Returns  {now, {scope result, ...}} with each scope result
@@ -43,7 +45,7 @@ at least the distinct members of the last W, at most those of the last 1.5 W,
 plus HyperLogLog's own standard error of 0.81%.
 ]==]
 
--- now, spec, fmt (prelude.lua); fields_of, counter, unique (window.lua).
+-- now, spec, fmt (prelude.lua); fields_of, counter, unique, distinct (window.lua).
 local META = {"fs", "p", "pt", "bm", "br", "bd", "bt", "nb"}
 
 local out = {}
@@ -55,7 +57,8 @@ for n, scope in ipairs(spec["s"]) do
     counts[#counts + 1] = tostring(counter(h, c[1], c[2], c[3]))
   end
   for _, u in ipairs(scope["u"]) do
-    uniques[#uniques + 1] = tostring(unique(key, u[1], u[2]))
+    local k = u[3] or 0
+    uniques[#uniques + 1] = tostring(k > 0 and distinct(KEYS[k], u[2]) or unique(key, u[1], u[2]))
   end
   if scope["m"] == 1 then
     for _, name in ipairs(META) do

@@ -6,6 +6,8 @@ algorithm and its error bound are documented in check.lua.
   fields_of(key)                 the whole state hash as a table
   counter(h, unit, window, nsub) what was committed in the window (ring of buckets)
   unique(key, unit, window)      distinct members in the window (HyperLogLog union)
+  distinct(zkey, window)         distinct members in the window, exactly (a unique
+                                 limit's sorted set: member -> last time counted)
   unreserve(key, qkey, member, h)  take a removed reservation out of the sums
 ]==]
 
@@ -53,6 +55,12 @@ local function unique(key, unit, window)
     return 0
   end
   return redis.call("PFCOUNT", unpack(keys))
+end
+
+-- A unique limit's members are a sorted set scored by the last time each was
+-- counted: those of the last `window` are exactly the distinct ones in it.
+local function distinct(zkey, window)
+  return redis.call("ZCOUNT", zkey, fmt(now - window), "+inf")
 end
 
 
