@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -18,6 +19,7 @@ from relaywarden.devstack.postfix import PostfixInstance
 from relaywarden.devstack.redis import RedisServer
 from relaywarden.devstack.sink import Sink
 from relaywarden.devstack.stack import Stack
+from relaywarden.limits import escalation
 from relaywarden.store import RedisStore
 from tests.e2e_support import Receiver
 
@@ -93,3 +95,17 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.stop()
+
+
+@pytest.fixture
+def escalate_inline(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Carry escalation jobs out where the milter queues them; the notices they give."""
+    notices: list[dict[str, Any]] = []
+
+    def run(job: escalation.Job) -> None:
+        notice = escalation.escalate(job)
+        if notice is not None:
+            notices.append(notice)
+
+    monkeypatch.setattr(escalation.ESCALATOR, "submit", run)
+    return notices

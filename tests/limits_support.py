@@ -25,6 +25,36 @@ from relaywarden.verdict import Action, Verdict
 LIMIT_CHECKS = (limits.MAIL, blocks.CHECK, limits.RCPT, limits.EOM)
 
 
+# Customers A and B both send as VICTIM; A's VPS earns an automatic block.
+SHARED_ADDRESS_POLICY = """
+[plans.shared]
+messages = ["100/1h"]
+
+[plans.shared.sender]
+messages = ["2/1h"]
+
+[[customers]]
+id = "cust-a"
+plan = "shared"
+networks = ["203.0.113.0/24"]
+
+[[customers]]
+id = "cust-b"
+plan = "shared"
+networks = ["198.51.100.0/24"]
+
+[checks.sender]
+enabled = false
+
+[limits.escalation]
+hits = 3
+# The hits come within one sub-window: count each.
+distinct_hits = false
+# 550 (not the default 451) so a blocked reply is told apart from a rate-limit deferral.
+action = "reject"
+"""
+
+
 @dataclass
 class Result:
     stage: Stage

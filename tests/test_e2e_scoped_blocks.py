@@ -18,6 +18,7 @@ from relaywarden.devstack.procs import poll_until
 from relaywarden.devstack.stack import Stack
 from relaywarden.store import RedisStore
 from relaywarden.subjects import parse_subject
+from tests.limits_support import SHARED_ADDRESS_POLICY
 from tests.mail import message
 
 pytestmark = pytest.mark.e2e
@@ -26,34 +27,7 @@ VPS_A = "203.0.113.71"
 VPS_B = "198.51.100.71"
 VICTIM = "victim@shared.example"
 SCOPED = f"customer:cust-a/sender:{VICTIM}"
-POLICY = """
-[plans.shared]
-messages = ["100/1h"]
-
-[plans.shared.sender]
-messages = ["2/1h"]
-
-[[customers]]
-id = "cust-a"
-plan = "shared"
-networks = ["203.0.113.0/24"]
-
-[[customers]]
-id = "cust-b"
-plan = "shared"
-networks = ["198.51.100.0/24"]
-
-[checks.sender]
-enabled = false
-
-[limits.escalation]
-hits = 3
-block_for = "1h"
-# The test's hits come within seconds: count each.
-distinct_hits = false
-# 550, so the block is told apart from the sender limit's own 451.
-action = "reject"
-"""
+POLICY = SHARED_ADDRESS_POLICY
 
 
 @pytest.fixture(scope="module")

@@ -73,7 +73,7 @@ def test_shadow_mode_delivers_and_records_would_reject(private_stack, tmp_path) 
         login(client, "victor")
         page = client.get("/status", params={"subject": "sender:spam@shop.example"})
     assert page.status_code == 200
-    assert "accept <span class=\"shadow\">(shadow: would reject)</span>" in page.text
+    assert 'accept <span class="shadow">(shadow: would reject)</span>' in page.text
 
 
 def test_replay_of_the_stream_shows_what_dropping_a_block_changes(private_stack, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -64,20 +64,6 @@ def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime
         yield rt
 
 
-@pytest.fixture
-def escalate_inline(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Carry escalation jobs out where the milter queues them; the notices they give."""
-    notices: list[dict[str, Any]] = []
-
-    def run(job: escalation.Job) -> None:
-        notice = escalation.escalate(job)
-        if notice is not None:
-            notices.append(notice)
-
-    monkeypatch.setattr(escalation.ESCALATOR, "submit", run)
-    return notices
-
-
 def at(monkeypatch: pytest.MonkeyPatch, epoch: float) -> None:
     monkeypatch.setattr(limits_check, "_TEST_CLOCK", repr(epoch))
 

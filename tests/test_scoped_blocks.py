@@ -19,42 +19,20 @@ from relaywarden.limits.model import scopes_for
 from relaywarden.limits.status import subject_status
 from relaywarden.runtime import Runtime
 from relaywarden.subjects import Subject, parse_subject
+from tests.limits_support import SHARED_ADDRESS_POLICY
 from tests.mail import message
 from tests.milter_ctx import adapter_runtime, deliver, open_ctx
 
 VPS_A = "203.0.113.61"  # customer A's VPS: compromised, sends as the victim
 VPS_B = "198.51.100.61"  # customer B: legitimately uses the same address
 VICTIM = "victim@shared.example"
-POLICY = """
-[plans.shared]
-messages = ["100/1h"]
-
-[plans.shared.sender]
-messages = ["2/1h"]
-
-[[customers]]
-id = "cust-a"
-plan = "shared"
-networks = ["203.0.113.0/24"]
-
-[[customers]]
-id = "cust-b"
-plan = "shared"
-networks = ["198.51.100.0/24"]
-
-[checks.sender]
-enabled = false
-
-[limits.escalation]
-hits = 3
-# The hits here come within one sub-window: count each.
-distinct_hits = false
-# 550 (not the default 451) so a blocked reply is told apart from a rate-limit deferral.
-action = "reject"
-
+POLICY = (
+    SHARED_ADDRESS_POLICY
+    + """
 [limits.inventory]
 refresh = "1h"
 """
+)
 T0 = 1_800_000_000.0
 SCOPED = f"customer:cust-a/sender:{VICTIM}"
 
@@ -64,20 +42,6 @@ def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime
     with adapter_runtime(tmp_path, monkeypatch, POLICY) as rt:
         monkeypatch.setattr(limits_check, "_TEST_CLOCK", repr(T0))
         yield rt
-
-
-@pytest.fixture
-def escalate_inline(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Carry escalation jobs out where the milter queues them; the notices they give."""
-    notices: list[dict[str, Any]] = []
-
-    def run(job: escalation.Job) -> None:
-        notice = escalation.escalate(job)
-        if notice is not None:
-            notices.append(notice)
-
-    monkeypatch.setattr(escalation.ESCALATOR, "submit", run)
-    return notices
 
 
 def send(client: str, mail_from: str = VICTIM) -> str:
