@@ -16,6 +16,8 @@ process passes through it without the callers knowing.
 from __future__ import annotations
 
 import logging
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -117,6 +119,8 @@ class _Guarded:
     # pool's connection_kwargs stay those of a plain redis-py connection.
     breaker: Breaker | None = None
     _probe: bool = False
+    # Plain TCP and unix sockets: the read/write timeout kept by the kernel.
+    kernel_timeouts: bool = False
 
     def _admit(self) -> None:
         if self.breaker is None or self._probe or self.breaker.state == CLOSED:
@@ -136,6 +140,8 @@ class _Guarded:
         except _DOWN as exc:
             self._failed(exc)
             raise
+        if self.kernel_timeouts:
+            _kernel_timeouts(self)
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         try:
@@ -161,12 +167,32 @@ class _Guarded:
         return response
 
 
+def _kernel_timeouts(conn: Any) -> None:
+    """The socket timeout as SO_RCVTIMEO/SO_SNDTIMEO on a blocking socket, once per
+    socket. A Python-level timeout makes every recv and send a poll() first, and
+    each of the two calls gives up the GIL: with twenty milter threads waiting for
+    it, every hand-over costs a context switch (measured: the largest share of
+    the milter's CPU under load). A kernel timeout surfaces as EAGAIN, which
+    redis-py reports as a ConnectionError: a Redis failure like a timeout, for
+    the breaker and the fail mode alike."""
+    sock = getattr(conn, "_sock", None)
+    timeout = conn.socket_timeout
+    if sock is None or not timeout or getattr(conn, "_kernel_sock", None) is sock:
+        return
+    seconds = int(timeout)
+    value = struct.pack("ll", seconds, int((timeout - seconds) * 1_000_000))
+    sock.settimeout(None)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+    conn._kernel_sock = sock
+
+
 class GuardedConnection(_Guarded, redis.Connection):
-    pass
+    kernel_timeouts = True
 
 
 class GuardedUnixConnection(_Guarded, redis.UnixDomainSocketConnection):
-    pass
+    kernel_timeouts = True
 
 
 class GuardedSSLConnection(_Guarded, redis.SSLConnection):
@@ -174,7 +200,7 @@ class GuardedSSLConnection(_Guarded, redis.SSLConnection):
 
 
 class GuardedSentinelConnection(_Guarded, redis.sentinel.SentinelManagedConnection):
-    pass
+    kernel_timeouts = True
 
 
 def connection_class(url: str, breaker: Breaker) -> type[_Guarded]:

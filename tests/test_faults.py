@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from relaywarden import metrics
+from relaywarden import metrics, pipeline
 from relaywarden.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 from relaywarden.devstack.redis import RedisServer
 from relaywarden.errors import StoreError
@@ -190,3 +190,35 @@ def test_reload_swaps_policy_and_inventory_as_one_object(tmp_path: Path) -> None
             thread.join(10)
     assert mismatches == []
     assert rt.current.inventory.lookup(address, "").id == "cust-a"  # type: ignore[union-attr]
+
+
+def test_the_timeout_is_the_kernels_and_still_bounds_a_stalled_redis(tmp_path: Path) -> None:
+    """Sockets to Redis carry `[redis] timeout` as SO_RCVTIMEO/SO_SNDTIMEO on a
+    blocking socket (no poll() before every recv and send, each a GIL hand-over):
+    a Redis that stops answering is still a Redis failure, for the hot path's
+    pipelines and the breaker alike."""
+    server = RedisServer()
+    url = server.start(tmp_path)
+    breaker = Breaker(failures=1, interval=5.0, clock=Clock())
+    client = connect(url, 0.2, breaker)
+    assert server.proc is not None
+    pid = server.proc.pid
+    try:
+        assert client.ping()
+        conn = client.connection_pool.get_connection()
+        try:
+            sock = conn._sock  # type: ignore[attr-defined]
+            assert sock.gettimeout() is None  # blocking: no poll() in Python
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16) != bytes(16)
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, 16) != bytes(16)
+        finally:
+            client.connection_pool.release(conn)
+        os.kill(pid, signal.SIGSTOP)
+        pipe = client.pipeline(transaction=False)
+        pipe.hgetall("rw:b:x")
+        with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
+            pipeline.execute(pipe)
+        assert breaker.state == OPEN
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        server.stop()
