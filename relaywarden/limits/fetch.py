@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -44,6 +43,7 @@ from relaywarden.limits.model import NSUB as NSUB
 from relaywarden.message import Message
 from relaywarden.policy import Policy
 from relaywarden.policy.derived import memo
+from relaywarden.refs import unique_id
 from relaywarden.store import BlockRecord, RedisStore
 from relaywarden.subjects import Subject
 
@@ -395,7 +395,7 @@ def fetch(
     size: int = 0,
 ) -> LimitState:
     """Blocks, and admission: the transaction holds a reservation if every group admits it."""
-    rid = rid or uuid.uuid4().hex
+    rid = rid or unique_id()
     groups = tag_groups(scopes_for(policy, sender, message.mail_from or ""))
     ceiling = global_scope(policy)
     if ceiling is not None:
