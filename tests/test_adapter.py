@@ -67,3 +67,22 @@ def test_transaction_with_every_recipient_refused_is_still_recorded(runtime: Run
     ctx._close()
     events = runtime.store.recent_events(10)
     assert [e["action"] for e in events] == ["tempfail", "tempfail"]
+
+
+@pytest.mark.parametrize("body", [b"", b"Hello.\r\n"])
+def test_body_readers_start_without_an_end_of_headers_callback(
+    runtime: Runtime, body: bytes
+) -> None:
+    """Postfix is told not to send EOH: the content view and a DKIM-signed
+    message's body spool start at the first body chunk, or at the end of a
+    message that has none, and the message is still read whole."""
+    ctx = open_ctx()
+    assert ctx._envfrom("<orders@shop.example>") == Milter.CONTINUE
+    assert ctx._envrcpt("<a@example.org>") == Milter.CONTINUE
+    head = b"From: <orders@shop.example>\r\nDKIM-Signature: v=1; d=shop.example; s=x; b=AAAA\r\n"
+    status = deliver(ctx, head + b"Subject: hi\r\n\r\n" + body)
+    assert status == Milter.ACCEPT
+    milter = ctx._priv
+    assert milter.message.content is not None  # the view was built and finished
+    assert milter.message.body_size == len(body)
+    assert "dkim-body" in milter.message.notes  # the spool a DKIM verification reads

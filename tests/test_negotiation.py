@@ -29,6 +29,12 @@ def test_postfix_does_not_send_helo_which_no_check_reads() -> None:
     assert negotiated(RelayWardenMilter) & Milter.P_NOHELO
 
 
+def test_postfix_does_not_send_end_of_headers() -> None:
+    """The body's readers start at its first chunk: EOH is one packet and one
+    callback (a GIL hand-over) per message that nothing needs."""
+    assert negotiated(RelayWardenMilter) & Milter.P_NOEOH
+
+
 @pytest.mark.parametrize("listen", ["inet:9900@127.0.0.1", "inet6:9900@::1"])
 def test_over_tcp_data_is_answered(listen: str) -> None:
     cls = RelayWardenMilter.for_listen(listen)
