@@ -42,7 +42,9 @@ PipelineBuilder = Callable[["redis.client.Pipeline"], None]
 
 
 def evalsha(pipe: redis.client.Pipeline, name: str, keys: list[str], args: list[str]) -> None:
-    pipe.evalsha(SHA[name], len(keys), *keys, *args)
+    # execute_command, not pipe.evalsha: redis-py's ClusterPipeline refuses the
+    # method but routes the command by its KEYS (all in one slot, or it raises).
+    pipe.execute_command("EVALSHA", SHA[name], len(keys), *keys, *args)  # type: ignore[no-untyped-call]
 
 
 def load(client: redis.Redis) -> None:
