@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,6 +33,7 @@ from relaywarden.limits.model import (
     factor_for,
     global_scope,
     reads_for,
+    ring_keys,
     scopes_for,
     tag_groups,
 )
@@ -95,16 +96,31 @@ MailRead = Callable[[Policy, Sender, Message, RedisStore], PendingRead | None]
 MAIL_READS: list[MailRead] = []
 
 
-def _spec_read(reads: list[Read], meta: list[bool]) -> str:
+def with_rings(
+    keys: list[str], scopes: list[Scope], uniques: list[Sequence[tuple[str, float]]]
+) -> list[list[int]]:
+    """Append the HyperLogLog rings of every unique count to `keys` (a script's KEYS):
+    per scope, the 1-based KEYS index where each count's three keys start."""
+    starts = []
+    for scope, counts in zip(scopes, uniques, strict=True):
+        mine = []
+        for code, window in counts:
+            mine.append(len(keys) + 1)
+            keys.extend(ring_keys(scope.key, code, window))
+        starts.append(mine)
+    return starts
+
+
+def _spec_read(reads: list[Read], meta: list[bool], rings: list[list[int]]) -> str:
     return json.dumps(
         {
             "s": [
                 {
                     "c": [[code, w, NSUB] for code, w in r.counters],
-                    "u": [[code, w] for code, w in r.uniques],
+                    "u": [[code, w, k] for (code, w), k in zip(r.uniques, ks, strict=True)],
                     "m": 1 if m else 0,
                 }
-                for r, m in zip(reads, meta, strict=True)
+                for r, m, ks in zip(reads, meta, rings, strict=True)
             ]
         }
     )
@@ -113,8 +129,10 @@ def _spec_read(reads: list[Read], meta: list[bool]) -> str:
 def _queue_check(
     pipe: redis.client.Pipeline, scopes: list[Scope], reads: list[Read], clock: str
 ) -> None:
-    spec = _spec_read(reads, [s.meta for s in scopes])
-    scripts.evalsha(pipe, "check", [s.key for s in scopes], [clock, spec])
+    keys = [s.key for s in scopes]
+    rings = with_rings(keys, scopes, [r.uniques for r in reads])
+    spec = _spec_read(reads, [s.meta for s in scopes], rings)
+    scripts.evalsha(pipe, "check", keys, [clock, spec])
 
 
 def _parse(scopes: list[Scope], reads: list[Read], reply: list[Any]) -> list[ScopeState]:
@@ -200,17 +218,23 @@ def _factor_spec(policy: Policy) -> dict[str, float]:
 
 
 def _spec_reserve(
-    scopes: list[Scope], reads: list[Read], policy: Policy, rid: str, size: int
+    scopes: list[Scope],
+    reads: list[Read],
+    policy: Policy,
+    rid: str,
+    size: int,
+    rings: list[list[int]],
 ) -> str:
     need, want = demand(policy, size)
     out = []
-    for scope, read in zip(scopes, reads, strict=True):
+    for scope, read, ks in zip(scopes, reads, rings, strict=True):
         limits = {(CODE[unit], r.window): r.limit for unit, r in scope.limits.rates()}
         scaled = 1 if scope.meta else 0
+        uniques = zip(read.uniques, ks, strict=True)
         out.append(
             {
                 "c": [[c, w, NSUB, limits.get((c, w), -1), scaled] for c, w in read.counters],
-                "u": [[c, w, limits.get((c, w), -1), scaled] for c, w in read.uniques],
+                "u": [[c, w, limits.get((c, w), -1), scaled, k] for (c, w), k in uniques],
                 "m": 1 if scope.meta else 0,
             }
         )
@@ -290,8 +314,10 @@ def reserve_groups(
         for subject in block_subjects:
             pipe.hgetall(store.keys.block(subject))
         for group, group_reads in zip(groups, reads, strict=True):
-            spec = _spec_reserve(group, group_reads, policy, rid, size)
-            scripts.evalsha(pipe, "reserve", script_keys(group), [clock, spec])
+            keys = script_keys(group)
+            rings = with_rings(keys, group, [r.uniques for r in group_reads])
+            spec = _spec_reserve(group, group_reads, policy, rid, size, rings)
+            scripts.evalsha(pipe, "reserve", keys, [clock, spec])
         for pending in extra or []:
             sizes.append(pending.queue(pipe))
 
@@ -415,6 +441,7 @@ def _scope_commit(
     for code, window in st.uniques:
         values = usage.recipients if code == "R" else domains
         uniques.append((code, window, _members(values) if usage.accepted else []))
+    # KEYS of the HyperLogLog rings are added by queue_commit (with_rings).
     spec: dict[str, Any] = {"c": counters, "u": uniques, "ttl": _ttl(st.scope, policy)}
     if st.scope.meta:
         if usage.accepted:
@@ -446,7 +473,11 @@ def queue_commit(pipe: redis.client.Pipeline, state: LimitState, usage: Usage) -
         specs = [(st, _scope_commit(st, usage, state.policy, member)) for st in group]
         todo = [(st, spec) for st, spec in specs if spec is not None]
         if todo:
-            keys = script_keys([st.scope for st, _ in todo])
+            scopes = [st.scope for st, _ in todo]
+            keys = script_keys(scopes)
+            rings = with_rings(keys, scopes, [[(u[0], u[1]) for u in s["u"]] for _, s in todo])
+            for (_, spec), ks in zip(todo, rings, strict=True):
+                spec["u"] = [[*u, k] for u, k in zip(spec["u"], ks, strict=True)]
             body = json.dumps({"s": [spec for _, spec in todo]})
             scripts.evalsha(pipe, "commit", keys, [state.clock, body])
     state.settled = True

@@ -5,15 +5,16 @@ so a message costs one round trip at MAIL FROM (check.lua) and one here. The
 sliding-window layout, its error bound and the key layout are documented in
 check.lua; this script writes what that one reads.
 
-KEYS[2i-1]  the state hash of scope i; HyperLogLogs at "<hash>:U<unit><window>:<bucket>"
-            (same hash tag, see check.lua);
-KEYS[2i]    its reservations (sorted set, see reserve.lua), same hash tag.
+KEYS[2i-1]  the state hash of scope i;
+KEYS[2i]    its reservations (sorted set, see reserve.lua), same hash tag;
+KEYS[k..]   after the pairs, the HyperLogLog rings of the unique counts ("u"),
+            same hash tag (window.lua).
 ARGV[1]  "" for Redis TIME, else seconds since the epoch (an injected test clock).
 ARGV[2]  JSON: {"s": [scope, ...]} in KEYS order (pairs), each scope
            {"c":   [[unit, window, nsub, amount, once], ...],  counters to add to
                    (once = 1: at most `amount` per sub-bucket, for hits)
-            "u":   [[unit, window, [member, ...]], ...], members to add (hashed
-                                                         by the caller)
+            "u":   [[unit, window, [member, ...], k], ...], members to add (hashed
+                                     by the caller) to the ring KEYS[k..k+2]
             "ttl": seconds,     the hash's expiry, refreshed on every commit
             "fs":  1,           record the first-seen time if there is none
             "p":   [add, half_life],   decay the penalty, then add to it
@@ -30,7 +31,7 @@ about rate * w.
 Penalty: p' = p * 0.5^(dt/half_life) + add, so clean (or no) mail lets it decay.
 ]==]
 
--- now, spec, fmt (prelude.lua); unreserve, SUMS (window.lua).
+-- now, spec, fmt (prelude.lua); unreserve, SUMS, ring_current (window.lua).
 
 -- Stored numbers kept short (memory per VPS): times to the second, rates and
 -- penalties to 6 significant digits.
@@ -58,17 +59,17 @@ local function add(key, unit, window, nsub, amount, once)
   redis.call("HSET", key, field, string.format("%d:%d", i, total))
 end
 
-local function add_members(key, unit, window, members)
+local function add_members(key, unit, window, members, k)
+  if #members == 0 then
+    return 0
+  end
   local g = window / 2
-  local i = math.floor(now / g)
-  local hll = key .. ":U" .. unit .. fmt(window) .. ":" .. string.format("%d", i)
+  local hll = ring_current(key, unit, window, k)
   local new = 0
   for _, m in ipairs(members) do
     new = new + redis.call("PFADD", hll, m)
   end
-  if #members > 0 then
-    redis.call("EXPIRE", hll, math.ceil(window + g) + 1)
-  end
+  redis.call("EXPIRE", hll, math.ceil(window + g) + 1)
   return new
 end
 
@@ -90,7 +91,7 @@ for n, scope in ipairs(spec["s"]) do
   end
   local new = {}
   for _, u in ipairs(scope["u"] or {}) do
-    new[#new + 1] = add_members(key, u[1], u[2], u[3])
+    new[#new + 1] = add_members(key, u[1], u[2], u[3], u[4])
   end
   if scope["fs"] == 1 then
     redis.call("HSETNX", key, "fs", second(now))

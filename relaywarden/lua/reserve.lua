@@ -19,7 +19,8 @@ removes it.
 
 KEYS[2i-1]  the state hash of scope i (see check.lua for the key layout and the
             sliding window; the same window.lua functions read the counters);
-KEYS[2i]    its reservations (sorted set), same hash tag.
+KEYS[2i]    its reservations (sorted set), same hash tag;
+KEYS[k..]   after the pairs, the HyperLogLog rings of the unique counts ("u").
 ARGV[1]  "" to take the time from Redis TIME; else seconds since the epoch
          (an injected test clock).
 ARGV[2]  JSON:
@@ -38,7 +39,9 @@ ARGV[2]  JSON:
                      meta fields of the first scope with "m" = 1,
             "s":     [scope, ...] in KEYS order (pairs), each
                        {"c": [[unit, window, nsub, limit, scaled], ...],
-                        "u": [[unit, window, limit, scaled], ...],
+                        "u": [[unit, window, limit, scaled, k], ...],
+                        (k: KEYS[k..k+2] the unique count's HyperLogLog
+                        ring, after the pairs; see window.lua)
                         (limit -1: read only, e.g. the hits and burst counters)
                         "m": 1 to also return the meta fields}}
 Returns  {now, admitted (1/0), factor, {unit, allotment, ...}, member,
@@ -136,7 +139,7 @@ for n, scope in ipairs(spec["s"]) do
   end
   for _, u in ipairs(scope["u"]) do
     local unit = u[1]
-    local count = unique(key, unit, u[2]) + held[n][unit]
+    local count = unique(h, unit, u[2], u[5]) + held[n][unit]
     local limit = u[3] >= 0 and effective(u[3], u[4], factor) or -1
     if limit >= 0 then
       least[unit] = math.min(least[unit] or limit - count, limit - count)
