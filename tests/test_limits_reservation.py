@@ -54,9 +54,16 @@ def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime
 
 def reservations(store_client: redis.Redis) -> int:
     """Live reservations, read on a client of its own (not counted as the milter's)."""
-    kwargs = store_client.connection_pool.connection_kwargs
-    client = redis.Redis(connection_pool=redis.ConnectionPool(**kwargs))
-    return sum(int(client.zcard(k)) for k in client.scan_iter(match="rw:l:*:q"))
+    if isinstance(store_client, redis.cluster.RedisCluster):
+        nodes = [n.redis_connection for n in store_client.get_primaries()]
+        clients = [
+            redis.Redis(connection_pool=redis.ConnectionPool(**n.connection_pool.connection_kwargs))
+            for n in nodes
+        ]
+    else:
+        kwargs = store_client.connection_pool.connection_kwargs
+        clients = [redis.Redis(connection_pool=redis.ConnectionPool(**kwargs))]
+    return sum(int(c.zcard(k)) for c in clients for k in c.scan_iter(match="rw:l:*:q"))
 
 
 def test_abort_gives_the_reservation_back_in_the_second_round_trip(runtime: Runtime) -> None:
