@@ -191,11 +191,16 @@ def _slot(client: Any, args: tuple[Any, ...]) -> int:
 
 
 def test_a_cross_slot_script_call_is_refused_before_it_is_sent(runtime: Runtime) -> None:
-    """The property the key design relies on: redis-py's ClusterPipeline refuses an
-    EVALSHA whose KEYS span slots, so a script never runs half on the wrong node."""
+    """The property the key design relies on: an EVALSHA whose KEYS span slots is
+    refused before it is queued, so a script never runs half on the wrong node."""
     from relaywarden.limits import scripts
 
     pipe = runtime.store.client.pipeline(transaction=False)
-    scripts.evalsha(pipe, "check", ["{a}x", "{b}y"], ["", '{"s": []}'])
     with pytest.raises(redis.exceptions.RedisClusterException, match="same key slot"):
-        pipe.execute()
+        scripts.evalsha(pipe, "check", ["{a}x", "{b}y"], ["", '{"s": []}'])
+    # ... and the server refuses one that reached it anyway.
+    node = runtime.store.client.get_node_from_key("{a}x")
+    with pytest.raises(redis.exceptions.ResponseError, match="same slot"):
+        runtime.store.client.execute_command(
+            "EVAL", "return 1", 2, "{a}x", "{b}y", target_nodes=node
+        )
