@@ -7,6 +7,7 @@ here as a StoreError so the engine can apply the policy's fail mode.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -79,7 +80,9 @@ FINISH_RESULTS = "finish.results"
 def redis_errors(what: str) -> Iterator[None]:
     try:
         yield
-    except redis.RedisError as exc:
+    # redis-py's cluster client raises RedisClusterException (not a RedisError) when
+    # no node answers or a slot is not covered: the same fail mode applies.
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
         raise StoreError(f"redis {what}: {type(exc).__name__}: {exc}") from exc
 
 
@@ -138,19 +141,48 @@ def connect(url: str, timeout: float, breaker: Breaker | None = None) -> redis.R
         # A url (the first seed) makes redis-py build each node's pool from these
         # options, connection_class (the breaker's) included; the other seeds follow.
         host, port = nodes[0]
-        cluster = redis.cluster.RedisCluster(
-            url=f"redis://[{host}]:{port}" if ":" in host else f"redis://{host}:{port}",
-            startup_nodes=seeds,
-            username=username,
-            password=password,
-            **options,
-        )
-        return cast(redis.Redis, cluster)
+
+        def build() -> redis.cluster.RedisCluster:
+            return redis.cluster.RedisCluster(
+                url=f"redis://[{host}]:{port}" if ":" in host else f"redis://{host}:{port}",
+                startup_nodes=seeds,
+                username=username,
+                password=password,
+                **options,
+            )
+
+        return cast(redis.Redis, LazyCluster(build))
     return redis.Redis.from_url(url, **options)
 
 
+class LazyCluster:
+    """redis-py's RedisCluster, built at first use. Its constructor reads the slot
+    map from the seeds and raises if none answers: built lazily (and again at the
+    next call after a failure), a relay starts while the cluster is down and
+    applies its fail mode, as with a plain Redis client, which connects lazily."""
+
+    def __init__(self, build: Callable[[], redis.cluster.RedisCluster]) -> None:
+        self._build = build
+        self._client: redis.cluster.RedisCluster | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def cluster(self) -> redis.cluster.RedisCluster:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    try:
+                        self._client = self._build()
+                    except redis.exceptions.RedisClusterException as exc:
+                        raise redis.ConnectionError(f"Redis Cluster: {exc}") from exc
+        return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cluster, name)
+
+
 def is_cluster(client: object) -> bool:
-    return isinstance(client, redis.cluster.RedisCluster)
+    return isinstance(client, LazyCluster | redis.cluster.RedisCluster)
 
 
 class RedisStore:

@@ -17,7 +17,7 @@ from relaywarden.errors import StoreError
 from relaywarden.identity import Inventory, identify
 from relaywarden.message import Message, normalise_ip
 from relaywarden.policy import Policy
-from relaywarden.store import Outcome, RedisStore
+from relaywarden.store import Outcome, RedisStore, is_cluster
 from relaywarden.verdict import Action, Verdict
 
 # The limit path alone: the other checks (headers, senders) would add findings of
@@ -89,7 +89,7 @@ def count_round_trips(client: redis.Redis) -> Callable[[], int]:
     however many nodes, so there it counts commands and pipelines executed
     (`count_node_batches` counts the batches)."""
     sent = [0]
-    if isinstance(client, redis.cluster.RedisCluster):
+    if is_cluster(client):
         _count_executions(client, sent)
     else:
         _count_sends(client.connection_pool, sent)
@@ -99,7 +99,7 @@ def count_round_trips(client: redis.Redis) -> Callable[[], int]:
 def count_node_batches(client: redis.Redis) -> Callable[[], int]:
     """Packets written to the nodes of a Cluster: one per node per pipeline."""
     sent = [0]
-    assert isinstance(client, redis.cluster.RedisCluster)
+    assert is_cluster(client)
     for node in client.get_nodes():
         _count_sends(node.redis_connection.connection_pool, sent)
     return lambda: sent[0]

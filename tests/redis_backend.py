@@ -15,7 +15,7 @@ import redis.cluster
 from relaywarden.devstack.procs import StopsOnExit
 from relaywarden.devstack.redis import ClusterServers, RedisServer
 from relaywarden.redisurl import CLUSTER_SCHEME
-from relaywarden.store import connect
+from relaywarden.store import connect, is_cluster
 
 CLUSTER = os.environ.get("RELAYWARDEN_TEST_REDIS", "") == "cluster"
 
@@ -124,7 +124,7 @@ def unguard_scripts(saved: dict[str, tuple[str, str]]) -> None:
 
 def url_of(client: Any) -> str:
     """The URL of the Redis (or Cluster) `client` talks to."""
-    if isinstance(client, redis.cluster.RedisCluster):
+    if is_cluster(client):
         return CLUSTER_SCHEME + ",".join(f"{n.host}:{n.port}" for n in client.get_primaries())
     kw = client.connection_pool.connection_kwargs
     return f"redis://{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
@@ -132,7 +132,7 @@ def url_of(client: Any) -> str:
 
 def fresh_client(client: Any) -> redis.Redis:
     """A client of its own (own pool) to the same Redis or Cluster as `client`."""
-    if isinstance(client, redis.cluster.RedisCluster):
+    if is_cluster(client):
         return connect(url_of(client), 5.0)
     kw = client.connection_pool.connection_kwargs
     return redis.Redis(connection_pool=redis.ConnectionPool(**kw))

@@ -13,6 +13,7 @@ import redis
 
 from relaywarden.limits.status import subject_status
 from relaywarden.runtime import Runtime
+from relaywarden.store import is_cluster
 from relaywarden.subjects import parse_subject
 from tests.limits_support import count_round_trips
 from tests.mail import message
@@ -54,7 +55,7 @@ def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime
 
 def reservations(store_client: redis.Redis) -> int:
     """Live reservations, read on a client of its own (not counted as the milter's)."""
-    if isinstance(store_client, redis.cluster.RedisCluster):
+    if is_cluster(store_client):
         nodes = [n.redis_connection for n in store_client.get_primaries()]
         clients = [
             redis.Redis(connection_pool=redis.ConnectionPool(**n.connection_pool.connection_kwargs))

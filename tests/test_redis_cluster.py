@@ -23,6 +23,7 @@ import redis
 from Milter.testctx import TestCtx as MilterCtx
 
 from relaywarden import blocking
+from relaywarden.devstack.procs import free_port
 from relaywarden.devstack.redis import ClusterServers
 from relaywarden.limits import escalation
 from relaywarden.limits.status import subject_status
@@ -204,3 +205,30 @@ def test_a_cross_slot_script_call_is_refused_before_it_is_sent(runtime: Runtime)
         runtime.store.client.execute_command(
             "EVAL", "return 1", 2, "{a}x", "{b}y", target_nodes=node
         )
+
+
+def test_a_dead_cluster_applies_the_fail_mode_from_start_to_recovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relay starts while no seed answers, tempfails (the default fail mode) with
+    451 4.3.0 instead of crashing, and serves once the cluster is up; a master that
+    dies later is the fail mode again, never a crash or an unchecked 250 for
+    its slots."""
+    monkeypatch.setattr(MilterCtx, "default_opts", ctx_opts())
+    cluster = ClusterServers()
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    for server in cluster.servers:  # ports chosen, nothing listening yet
+        server.port = free_port()
+    rt = Runtime.start(policy, Overrides(redis_url=cluster.url))
+    install(rt)
+    try:
+        assert send("203.0.113.50", ["a@example.org"]) == "451 4.3.0"
+        cluster.start(tmp_path / "cluster")
+        assert send("203.0.113.50", ["a@example.org"]) == "250"
+        cluster.servers[0].stop()
+        answers = [send(f"203.0.113.{60 + n}", ["a@example.org"]) for n in range(6)]
+        assert set(answers) <= {"250", "451 4.3.0"}, answers
+        assert "451 4.3.0" in answers, answers
+    finally:
+        cluster.stop()
