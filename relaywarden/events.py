@@ -32,6 +32,8 @@ def events_since(
 
 
 def matches(subject: Subject, event: dict[str, Any]) -> bool:
+    if subject.within is not None and not matches(subject.within, event):
+        return False  # customer:ID/sender:ADDRESS: that customer's mail only
     sender = str(event.get("sender") or "").lower()
     match subject.kind:
         case "vps":

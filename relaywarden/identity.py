@@ -45,15 +45,25 @@ class Sender:
     def known(self) -> bool:
         return self.customer is not None
 
+    @property
+    def owner(self) -> Subject:
+        """Whose mail this is: the customer, or the VPS if it is in no inventory.
+        Its hash tag holds the sender's counters; an automatic `sender:` block is
+        scoped to it."""
+        return Subject("customer", self.customer) if self.customer else Subject("vps", self.vps)
+
     def subjects(self, message: Message) -> list[Subject]:
-        """Every subject a block or a counter could be keyed on for this message."""
+        """Every subject a block or a counter could be keyed on for this message
+        (a sender twice: relay-wide, and scoped to this sender's owner)."""
         subjects = [Subject("vps", self.vps)]
         if self.customer:
             subjects.append(Subject("customer", self.customer))
         if self.sasl_user:
             subjects.append(Subject("user", self.sasl_user))
         if message.mail_from:
-            subjects.append(Subject("sender", sender_key(message.mail_from)))
+            sender = sender_key(message.mail_from)
+            subjects.append(Subject("sender", sender))
+            subjects.append(Subject("sender", sender, within=self.owner))
         return subjects
 
 

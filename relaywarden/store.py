@@ -30,7 +30,7 @@ from relaywarden.redisurl import (
     parse_cluster_url,
     parse_sentinel_url,
 )
-from relaywarden.subjects import Subject, parse_subject
+from relaywarden.subjects import SCOPE_KINDS, SCOPED, Subject, parse_subject
 from relaywarden.verdict import Verdict
 
 
@@ -45,6 +45,13 @@ class BlockRecord:
 
     def active(self, now: float) -> bool:
         return self.until is None or self.until > now
+
+    @property
+    def covers(self) -> str:
+        """Whose mail the block applies to: "relay-wide", or the customer (VPS) a
+        scoped `sender:` block is limited to (`customer:ID/sender:ADDRESS`)."""
+        head, sep, _ = self.subject.partition(SCOPED)
+        return head if sep and head.partition(":")[0] in SCOPE_KINDS else "relay-wide"
 
 
 class Store(Protocol):
@@ -74,6 +81,19 @@ AbandonHook = Callable[["RedisStore", "redis.client.Pipeline", Message], None]
 # Message.notes key: the replies of the end-of-message pipeline, for hooks whose
 # command's answer may still move the verdict (content/campaigns.py).
 FINISH_RESULTS = "finish.results"
+# Message.notes key: work a hook leaves for after its pipeline has run (`after_recording`).
+AFTER_RECORDING = "store.after"
+
+
+def after_recording(message: Message, work: Callable[[], None]) -> None:
+    """Run `work` once the pipeline the hooks are queuing on has run: e.g. an
+    escalation, whose re-check must see the hit that very pipeline counts."""
+    message.notes.setdefault(AFTER_RECORDING, []).append(work)
+
+
+def _run_after(message: Message) -> None:
+    for work in message.notes.pop(AFTER_RECORDING, []):
+        work()
 
 
 @contextmanager
@@ -269,6 +289,7 @@ class RedisStore:
             for result in results:
                 if isinstance(result, redis.RedisError):
                     raise result
+        _run_after(outcome.message)
 
     def record_events(self, events: Sequence[dict[str, Any]]) -> None:
         """Decision events of a transaction that ended without a final decision."""
@@ -293,6 +314,7 @@ class RedisStore:
                 for result in self._execute(pipe):
                     if isinstance(result, redis.RedisError):
                         raise result
+        _run_after(message)
 
     def _execute(self, pipe: redis.client.Pipeline) -> list[Any]:
         """Run a recording pipeline; replies in order, errors as values. Scripts Redis

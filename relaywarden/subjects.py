@@ -28,13 +28,27 @@ class SubjectError(ValueError):
     pass
 
 
+# A `sender:` subject may be scoped to the customer (or, for a VPS in no inventory,
+# the VPS) whose mail it covers: `customer:ID/sender:ADDRESS`. Automatic blocks
+# are: a customer's hits never block another customer's use of the same address.
+SCOPED = "/sender:"
+SCOPE_KINDS = ("customer", "vps")
+
+
 @dataclass(frozen=True)
 class Subject:
     kind: SubjectKind
     value: str
+    within: Subject | None = None  # sender: only: the customer or VPS it is scoped to
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.value}"
+        text = f"{self.kind}:{self.value}"
+        return f"{self.within}/{text}" if self.within is not None else text
+
+    @property
+    def relay_wide(self) -> Subject:
+        """The subject without its scope (`sender:ADDRESS`)."""
+        return Subject(self.kind, self.value) if self.within is not None else self
 
     @property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -73,7 +87,14 @@ def canonical_vps(value: str, ipv6_prefix: int | None = None) -> str:
 def parse_subject(text: str, ipv6_prefix: int | None = None) -> Subject:
     """`kind:value`, canonical: where an operator types one (CLI, web, API, policy
     file) pass the policy's `[identity] ipv6_prefix`, so `vps:` means what the
-    milter keys."""
+    milter keys. `customer:ID/sender:ADDRESS` (or `vps:ADDR/sender:ADDRESS`) is a
+    sender scoped to that customer's (VPS's) mail."""
+    head, sep, tail = text.strip().partition(SCOPED)
+    if sep and head.partition(":")[0] in SCOPE_KINDS:
+        # The scope's value (a customer id, an IP network) never holds "/sender:".
+        owner = parse_subject(head, ipv6_prefix)
+        sender = parse_subject("sender:" + tail)
+        return Subject("sender", sender.value, within=owner)
     kind, sep, value = text.strip().partition(":")
     if not sep or kind not in KINDS:
         raise SubjectError(f"subject {text!r} must be one of {', '.join(k + ':…' for k in KINDS)}")

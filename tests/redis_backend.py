@@ -51,6 +51,7 @@ _FIRST = [
     "ZRANGE",
     "ZRANGEBYSCORE",
     "ZREMRANGEBYSCORE",
+    "ZCOUNT",
     "ZREMRANGEBYRANK",
     "PFADD",
 ]

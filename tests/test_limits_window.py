@@ -115,10 +115,10 @@ def test_unique_counts_cover_the_window_within_the_bound(
         # KEYS: the state hash (and its reservations, for commit.lua), then the
         # unique count's ring of three HyperLogLogs.
         ring = ring_keys(key, "R", window)
-        add = {"s": [{"c": [], "u": [["R", window, [f"m{member}"], 3]], "ttl": 1000}]}
+        add = {"s": [{"c": [], "u": [["R", window, [f"m{member}"], 0, 3]], "ttl": 1000}]}
         client.evalsha(scripts.SHA["commit"], 5, key, key + ":q", *ring, repr(now), json.dumps(add))
         seen.append((now, f"m{member}"))
-        read = {"s": [{"c": [], "u": [["R", window, 2]], "m": 0}]}
+        read = {"s": [{"c": [], "u": [["R", window, 0, 2]], "m": 0}]}
         reply = client.evalsha(scripts.SHA["check"], 4, key, *ring, repr(now), json.dumps(read))
         count = int(reply[1][0][1][0])  # type: ignore[index]
         low = len({m for t, m in seen if t >= now - window})

@@ -30,7 +30,10 @@ def _matches(entry: BlockEntry, ctx: Context) -> bool:
         case "user":  # both folded (subjects.fold_login)
             return bool(ctx.sender.sasl_user) and subject.value == ctx.sender.sasl_user
         case "sender":  # both reduced to the sender a return path stands for
-            return bool(msg.mail_from) and subject.value == sender_key(msg.mail_from or "")
+            scoped = subject.within is None or subject.within == ctx.sender.owner
+            return (
+                scoped and bool(msg.mail_from) and subject.value == sender_key(msg.mail_from or "")
+            )
         case "domain":
             domain = msg.sender_domain
             return bool(domain) and (

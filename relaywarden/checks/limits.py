@@ -8,7 +8,7 @@ import os
 
 from relaywarden.checks import BLOCKS_NOTE, Check, Context, Stage
 from relaywarden.limits.fetch import LimitState, demand, fetch
-from relaywarden.limits.model import CODE, Binding, Burst
+from relaywarden.limits.model import CODE, Binding, Burst, member
 from relaywarden.policy import Policy
 from relaywarden.policy.durations import format_duration
 from relaywarden.policy.limits import Limits
@@ -76,7 +76,7 @@ def run_mail(ctx: Context) -> list[Finding]:
     over = [
         _over(binding, state.factor.reasons)
         for unit, binding in state.allow.items()
-        if binding.left < need[CODE[unit]]
+        if need[CODE[unit]] > 0 and binding.left < need[CODE[unit]]
     ]
     # reserve.lua refused: at least one limit is short (the first if none reads so here).
     return findings + (over or [_over(next(iter(state.allow.values())), state.factor.reasons)])
@@ -115,24 +115,32 @@ def _too_many() -> Finding:
 
 
 def run_rcpt(ctx: Context) -> list[Finding]:
-    """Decided locally against the MAIL FROM allotment: no round trip per recipient."""
+    """Decided locally against the MAIL FROM allotment: no round trip per recipient.
+    A unique limit's allotment pays only for recipients (domains) it has not
+    counted already in its window (`LimitState.known`)."""
     state = state_of(ctx)
     if state is None or not ctx.rcpt:
         return []
     msg, rcpt = ctx.message, ctx.rcpt.lower()
-    wanted = {
-        "recipients": msg.rcpt_count + 1,
-        "unique_recipients": len({r.lower() for r in msg.rcpts} | {rcpt}),
-        "unique_domains": len({r.rsplit("@", 1)[-1].lower() for r in [*msg.rcpts, rcpt]}),
-    }
-    for unit, count in wanted.items():
+    rcpts = {r.lower() for r in msg.rcpts} | {rcpt}
+    distinct = {"R": rcpts, "D": {r.rsplit("@", 1)[-1] for r in rcpts}}
+    # unit -> (what it costs the allotment, what the message holds in all)
+    wanted = {"recipients": (msg.rcpt_count + 1, msg.rcpt_count + 1)}
+    for unit in ("unique_recipients", "unique_domains"):
+        values = distinct[CODE[unit]]
+        known = state.known.get(CODE[unit])
+        new = values if known is None else {v for v in values if member(v) not in known}
+        wanted[unit] = (len(new), len(values))
+    for unit, (cost, count) in wanted.items():
         code = CODE[unit]
-        if code not in state.allot or count <= state.allot[code]:
+        if code not in state.allot:
             continue
-        if state.allot[code] < state.want[code] and unit in state.allow:
+        short = state.allot[code] < state.want[code]  # the limit, not the allowance
+        if cost > state.allot[code] and short and unit in state.allow:
             state.rcpt_hits.add(state.allow[unit].scope)  # a hit, recorded at the end
             return [_over(state.allow[unit], state.factor.reasons)]
-        return [_too_many()]
+        if cost > state.allot[code] or count > state.want[code]:
+            return [_too_many()]
     return []
 
 

@@ -1,4 +1,4 @@
-"""`relaywarden block|unblock|status|reset` and `relaywarden inventory set|remove|show`:
+"""`relaywarden block|unblock|blocks|status|reset` and `relaywarden inventory set|remove|show`:
 the abuse team's and the provider tooling's hands on limits, blocks and customers."""
 
 from __future__ import annotations
@@ -137,6 +137,29 @@ def unblock(
     store, target = _block_subject(subject, config, redis_url)
     removed = _guard(lambda: blocking.unblock(store, target, actor=cli_actor(as_), reason=reason))
     typer.echo(f"unblocked {target}" if removed else f"{target} was not blocked")
+
+
+@app.command()
+def blocks(
+    json_: JsonOpt = False,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+) -> None:
+    """The blocks in force (desk, CLI, escalation): whose mail each covers, until when."""
+    from dataclasses import asdict
+
+    _, store, _ = _open(config, redis_url)
+    records = _guard(store.list_blocks)
+    if json_:
+        rows = [{**asdict(r), "covers": r.covers} for r in records]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in records:
+        until = "until lifted" if r.until is None else f"until {_utc(r.until)}"
+        line = f"{r.subject}  {r.action}  covers {r.covers}  {until}"
+        typer.echo(f"{line}  by {r.set_by}: {r.reason}")
+    if not records:
+        typer.echo("no blocks set from the desk, the CLI or escalation")
 
 
 @app.command()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,8 +30,11 @@ from relaywarden.limits.model import (
     ScopeState,
     allowance,
     bursts,
+    distinct_key,
     factor_for,
     global_scope,
+    limited_uniques,
+    member,
     reads_for,
     ring_keys,
     scopes_for,
@@ -68,6 +71,9 @@ class LimitState:
     want: dict[str, int] = field(default_factory=dict)
     settled: bool = False  # reservation trued up or given back
     rcpt_hits: set[str] = field(default_factory=set)  # scopes that refused a recipient
+    # Per unique unit code ("R", "D"), when a unique limit is near full: the members
+    # (model.member) every such limit counted already; writing to them is free.
+    known: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def vps(self) -> ScopeState:
@@ -96,43 +102,60 @@ MailRead = Callable[[Policy, Sender, Message, RedisStore], PendingRead | None]
 MAIL_READS: list[MailRead] = []
 
 
-def with_rings(
-    keys: list[str], scopes: list[Scope], uniques: list[Sequence[tuple[str, float]]]
-) -> list[list[int]]:
-    """Append the HyperLogLog rings of every unique count to `keys` (a script's KEYS):
-    per scope, the 1-based KEYS index where each count's three keys start."""
-    starts = []
-    for scope, counts in zip(scopes, uniques, strict=True):
-        mine = []
-        for code, window in counts:
-            mine.append(len(keys) + 1)
-            keys.extend(ring_keys(scope.key, code, window))
-        starts.append(mine)
-    return starts
+def declare(keys: list[str], key: str) -> int:
+    """Add `key` to a script's KEYS (once); its 1-based index, as the script reads it."""
+    if key not in keys:
+        keys.append(key)
+    return keys.index(key) + 1
 
 
-def _spec_read(reads: list[Read], meta: list[bool], rings: list[list[int]]) -> str:
-    return json.dumps(
-        {
-            "s": [
-                {
-                    "c": [[code, w, NSUB] for code, w in r.counters],
-                    "u": [[code, w, k] for (code, w), k in zip(r.uniques, ks, strict=True)],
-                    "m": 1 if m else 0,
-                }
-                for r, m, ks in zip(reads, meta, rings, strict=True)
-            ]
-        }
-    )
+def _zindex(keys: list[str], scope: Scope, code: str, window: float) -> int:
+    """KEYS index of the exact set behind a unique limit; 0: a HyperLogLog (no limit)."""
+    if (code, window) not in limited_uniques(scope):
+        return 0
+    return declare(keys, distinct_key(scope, code, window))
+
+
+def _unique_read(keys: list[str], scope: Scope, code: str, window: float) -> list[Any]:
+    """[code, window, exact set's KEYS index, HyperLogLog ring's KEYS index]."""
+    z = _zindex(keys, scope, code, window)
+    return [code, window, z, ring_index(keys, scope.key, code, window, z)]
+
+
+def _unique_commit(
+    keys: list[str], scope: Scope, u: tuple[str, float, list[str], str]
+) -> list[Any]:
+    """commit.lua's [code, window, members, exact set's index, ring's index]."""
+    code, window, members, zkey = u
+    z = declare(keys, zkey) if zkey else 0
+    return [code, window, members, z, ring_index(keys, scope.key, code, window, z)]
+
+
+def ring_index(keys: list[str], key: str, code: str, window: float, zindex: int) -> int:
+    """KEYS index of the first of a HyperLogLog count's ring of three (model.ring_keys,
+    declared in that order); 0 for a unique limit's exact set (zindex > 0)."""
+    if zindex:
+        return 0
+    first, *rest = (declare(keys, k) for k in ring_keys(key, code, window))
+    assert rest == [first + 1, first + 2], "a ring's keys are declared together"
+    return first
 
 
 def _queue_check(
     pipe: redis.client.Pipeline, scopes: list[Scope], reads: list[Read], clock: str
 ) -> None:
     keys = [s.key for s in scopes]
-    rings = with_rings(keys, scopes, [r.uniques for r in reads])
-    spec = _spec_read(reads, [s.meta for s in scopes], rings)
-    scripts.evalsha(pipe, "check", keys, [clock, spec])
+    spec = {
+        "s": [
+            {
+                "c": [[code, w, NSUB] for code, w in r.counters],
+                "u": [_unique_read(keys, scope, code, w) for code, w in r.uniques],
+                "m": 1 if scope.meta else 0,
+            }
+            for scope, r in zip(scopes, reads, strict=True)
+        ]
+    }
+    scripts.evalsha(pipe, "check", keys, [clock, json.dumps(spec)])
 
 
 def _parse(scopes: list[Scope], reads: list[Read], reply: list[Any]) -> list[ScopeState]:
@@ -193,7 +216,8 @@ def demand(policy: Policy, declared_size: int) -> tuple[dict[str, int], dict[str
     """(need, want) per unit code: the least a transaction can use, the most it reserves."""
     cfg = policy.limits.reservation
     size = declared_size if declared_size > 0 else 0
-    need = {"m": 1, "r": 1, "b": max(1, size), "R": 1, "D": 1}
+    # Unique units need no room to be admitted: a recipient counted already is free.
+    need = {"m": 1, "r": 1, "b": max(1, size), "R": 0, "D": 0}
     want = {
         "m": 1,
         "r": cfg.recipients,
@@ -217,24 +241,26 @@ def _factor_spec(policy: Policy) -> dict[str, float]:
     }
 
 
+# The most members of one unique limit's set reserve.lua returns when that limit is
+# near full; a bigger set is not sent (every recipient then counts as new).
+KNOWN_MAX = 2000
+
+
 def _spec_reserve(
-    scopes: list[Scope],
-    reads: list[Read],
-    policy: Policy,
-    rid: str,
-    size: int,
-    rings: list[list[int]],
+    scopes: list[Scope], reads: list[Read], policy: Policy, rid: str, size: int, keys: list[str]
 ) -> str:
     need, want = demand(policy, size)
     out = []
-    for scope, read, ks in zip(scopes, reads, rings, strict=True):
+    for scope, read in zip(scopes, reads, strict=True):
         limits = {(CODE[unit], r.window): r.limit for unit, r in scope.limits.rates()}
         scaled = 1 if scope.meta else 0
-        uniques = zip(read.uniques, ks, strict=True)
         out.append(
             {
                 "c": [[c, w, NSUB, limits.get((c, w), -1), scaled] for c, w in read.counters],
-                "u": [[c, w, limits.get((c, w), -1), scaled, k] for (c, w), k in uniques],
+                "u": [
+                    [c, w, limits.get((c, w), -1), scaled, *_unique_read(keys, scope, c, w)[2:]]
+                    for c, w in read.uniques
+                ],
                 "m": 1 if scope.meta else 0,
             }
         )
@@ -245,6 +271,8 @@ def _spec_reserve(
             "need": need,
             "want": want,
             "f": _factor_spec(policy),
+            "kmax": KNOWN_MAX,
+            "kedge": NSUB,
             "s": out,
         }
     )
@@ -260,14 +288,25 @@ class Admission:
     member: str  # the reservation reserve.lua stored ("" if none)
     states: list[ScopeState]
     limits: dict[tuple[str, str, float], int]  # (scope label, unit code, window) -> limit
+    # Per unique unit whose allotment is short: each limit's counted members (None:
+    # too many to send, nothing is known).
+    known: dict[str, list[frozenset[str] | None]] = field(default_factory=dict)
 
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _parse_known(rows: list[Any]) -> dict[str, list[frozenset[str] | None]]:
+    known: dict[str, list[frozenset[str] | None]] = {}
+    for unit, complete, *members in rows:
+        sent = frozenset(_text(m) for m in members) if int(complete) else None
+        known.setdefault(_text(unit), []).append(sent)
+    return known
+
+
 def _parse_admission(scopes: list[Scope], reads: list[Read], reply: list[Any]) -> Admission:
-    _, admitted, factor, flat, member, per_scope = reply
+    _, admitted, factor, flat, held, per_scope, known = reply
     flat = [_text(v) for v in flat]
     allot = {flat[n]: int(flat[n + 1]) for n in range(0, len(flat), 2)}
     states, limits = [], {}
@@ -286,7 +325,15 @@ def _parse_admission(scopes: list[Scope], reads: list[Read], reply: list[Any]) -
             [*read.counters, *read.uniques], [*lims, *ulims], strict=True
         ):
             limits[(scope.label, code, window)] = int(limit)
-    return Admission(int(admitted) == 1, float(_text(factor)), allot, _text(member), states, limits)
+    return Admission(
+        int(admitted) == 1,
+        float(_text(factor)),
+        allot,
+        _text(held),
+        states,
+        limits,
+        _parse_known(known),
+    )
 
 
 def script_keys(group: list[Scope]) -> list[str]:
@@ -315,8 +362,7 @@ def reserve_groups(
             pipe.hgetall(store.keys.block(subject))
         for group, group_reads in zip(groups, reads, strict=True):
             keys = script_keys(group)
-            rings = with_rings(keys, group, [r.uniques for r in group_reads])
-            spec = _spec_reserve(group, group_reads, policy, rid, size, rings)
+            spec = _spec_reserve(group, group_reads, policy, rid, size, keys)
             scripts.evalsha(pipe, "reserve", keys, [clock, spec])
         for pending in extra or []:
             sizes.append(pending.queue(pipe))
@@ -378,6 +424,14 @@ def fetch(
     for adm in admissions:
         for code, amount in adm.allot.items():
             allot[code] = min(amount, allot.get(code, amount))
+    # Free to write to: what every near-full unique limit counted already. A limit
+    # that sent nothing had room for the whole per-message allowance.
+    known: dict[str, frozenset[str]] = {}
+    for adm in admissions:
+        for code, sets in adm.known.items():
+            for members in sets:
+                have = members if members is not None else frozenset()
+                known[code] = known[code] & have if code in known else have
     return LimitState(
         policy=policy,
         now=now,
@@ -393,6 +447,7 @@ def fetch(
         admitted=all(adm.admitted for adm in admissions),
         allot=allot,
         want=demand(policy, size)[1],
+        known=known,
     )
 
 
@@ -409,9 +464,7 @@ class Usage:
 
 
 def _members(values: list[str]) -> list[str]:
-    from relaywarden.keys import digest
-
-    return sorted({digest(v.lower())[:16] for v in values})
+    return sorted({member(v) for v in values})
 
 
 def _ttl(scope: Scope, policy: Policy) -> int:
@@ -436,12 +489,13 @@ def _scope_commit(
         amount = hit if code == HITS else amounts.get(code, 0)
         if amount:
             counters.append([code, window, NSUB, amount, once if code == HITS else 0])
-    uniques: list[tuple[str, float, list[str]]] = []
+    uniques: list[tuple[str, float, list[str], str]] = []
     domains = [r.rsplit("@", 1)[-1] for r in usage.recipients]
+    exact = limited_uniques(st.scope)
     for code, window in st.uniques:
         values = usage.recipients if code == "R" else domains
-        uniques.append((code, window, _members(values) if usage.accepted else []))
-    # KEYS of the HyperLogLog rings are added by queue_commit (with_rings).
+        zkey = distinct_key(st.scope, code, window) if (code, window) in exact else ""
+        uniques.append((code, window, _members(values) if usage.accepted else [], zkey))
     spec: dict[str, Any] = {"c": counters, "u": uniques, "ttl": _ttl(st.scope, policy)}
     if st.scope.meta:
         if usage.accepted:
@@ -469,15 +523,13 @@ def queue_commit(pipe: redis.client.Pipeline, state: LimitState, usage: Usage) -
     """Queue commit.lua for each group on the end-of-message pipeline: count what
     was used and give the reservation back, in one script call per group."""
     members = [""] * len(state.groups) if state.settled else state.members
-    for group, member in zip(state.groups, members, strict=False):
-        specs = [(st, _scope_commit(st, usage, state.policy, member)) for st in group]
+    for group, held in zip(state.groups, members, strict=False):
+        specs = [(st, _scope_commit(st, usage, state.policy, held)) for st in group]
         todo = [(st, spec) for st, spec in specs if spec is not None]
         if todo:
-            scopes = [st.scope for st, _ in todo]
-            keys = script_keys(scopes)
-            rings = with_rings(keys, scopes, [[(u[0], u[1]) for u in s["u"]] for _, s in todo])
-            for (_, spec), ks in zip(todo, rings, strict=True):
-                spec["u"] = [[*u, k] for u, k in zip(spec["u"], ks, strict=True)]
+            keys = script_keys([st.scope for st, _ in todo])
+            for st, spec in todo:  # the unique counts' keys: declared, as KEYS indices
+                spec["u"] = [_unique_commit(keys, st.scope, u) for u in spec["u"]]
             body = json.dumps({"s": [spec for _, spec in todo]})
             scripts.evalsha(pipe, "commit", keys, [state.clock, body])
     state.settled = True
@@ -487,10 +539,10 @@ def queue_release(pipe: redis.client.Pipeline, state: LimitState) -> None:
     """Give the reservation back (aborted, refused at RCPT, connection closed)."""
     if state.settled:
         return
-    for group, member in zip(state.groups, state.members, strict=False):
-        if member:
+    for group, held in zip(state.groups, state.members, strict=False):
+        if held:
             body = json.dumps(
-                {"s": [{"ttl": _ttl(st.scope, state.policy), "q": member} for st in group]}
+                {"s": [{"ttl": _ttl(st.scope, state.policy), "q": held} for st in group]}
             )
             keys = script_keys([st.scope for st in group])
             scripts.evalsha(pipe, "commit", keys, [state.clock, body])

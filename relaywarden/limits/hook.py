@@ -12,7 +12,7 @@ from relaywarden.limits.fetch import LimitState, Usage, queue_commit, queue_rele
 from relaywarden.limits.model import HITS, ScopeState
 from relaywarden.message import Message
 from relaywarden.policy import Policy
-from relaywarden.store import Outcome, RedisStore
+from relaywarden.store import Outcome, RedisStore, after_recording
 from relaywarden.verdict import Action, Finding
 
 NOTE = "limits"
@@ -61,13 +61,21 @@ def _hit_labels(findings: tuple[Finding, ...], state: LimitState) -> set[str]:
 
 
 def _escalate(
-    store: RedisStore, state: LimitState, st: ScopeState, evidence: dict[str, object]
+    store: RedisStore,
+    message: Message,
+    state: LimitState,
+    st: ScopeState,
+    evidence: dict[str, object],
 ) -> None:
     esc = state.policy.limits.escalation
     before = st.counters.get((HITS, esc.period), 0)
-    if esc.enabled and st.scope.subject is not None and before + 1 >= esc.hits:
-        job = Job(store, state.policy, st.scope.subject, st.scope.key, evidence, state.clock)
-        ESCALATOR.submit(job)
+    subject = st.scope.block_subject  # a sender: only within the customer that sent
+    if esc.enabled and subject is not None and before + 1 >= esc.hits:
+        job = Job(store, state.policy, subject, st.scope.key, evidence, state.clock)
+        # Queued once the pipeline that counts this hit has run: escalation re-checks
+        # the hits, and submitted earlier its thread could read them one short and
+        # never block (the flaky e2e "timed out waiting for the automatic block").
+        after_recording(message, lambda: ESCALATOR.submit(job))
 
 
 def finish_hook(store: RedisStore, pipe: redis.client.Pipeline, outcome: Outcome) -> None:
@@ -97,7 +105,7 @@ def finish_hook(store: RedisStore, pipe: redis.client.Pipeline, outcome: Outcome
     }
     for st in state.scope_states():
         if st.scope.label in hits:
-            _escalate(store, state, st, evidence)
+            _escalate(store, msg, state, st, evidence)
 
 
 def abandon_hook(store: RedisStore, pipe: redis.client.Pipeline, message: Message) -> None:
@@ -115,7 +123,7 @@ def abandon_hook(store: RedisStore, pipe: redis.client.Pipeline, message: Messag
     evidence: dict[str, object] = {"findings": ["recipients refused: rate limit"]}
     for st in state.scope_states():
         if st.scope.label in hits:
-            _escalate(store, state, st, evidence)
+            _escalate(store, message, state, st, evidence)
 
 
 RedisStore.finish_hooks.append(finish_hook)

@@ -39,10 +39,19 @@ class Scope:
     key: str
     limits: Limits
     meta: bool = False  # the VPS: warm-up, penalty, baseline live in its hash
+    owner: Subject | None = None  # a sender's: whose mail it is (Sender.owner)
 
     @property
     def label(self) -> str:
         return str(self.subject) if self.subject else "global"
+
+    @property
+    def block_subject(self) -> Subject | None:
+        """What an automatic block of this scope blocks: a sender only within its
+        owner (the customer whose mail earned the hits), never relay-wide."""
+        if self.subject is not None and self.subject.kind == "sender" and self.owner:
+            return Subject("sender", self.subject.value, within=self.owner)
+        return self.subject
 
     @property
     def reservations(self) -> str:
@@ -55,6 +64,24 @@ def ring_keys(key: str, code: str, window: float) -> list[str]:
     whose state hash is `key`: a ring of half-window buckets (lua/window.lua). Fixed
     names, so every script that touches them declares them in KEYS; same hash tag."""
     return [f"{key}:U{code}{window:g}:r{slot}" for slot in range(3)]
+
+
+def distinct_key(scope: Scope, code: str, window: float) -> str:
+    """The exact set (sorted set: member -> last counted) behind a unique-recipient or
+    unique-domain limit of `scope`: same hash tag, declared in the scripts' KEYS."""
+    return f"{scope.key}:Z{code}{window:g}"
+
+
+def limited_uniques(scope: Scope) -> set[tuple[str, float]]:
+    """The (unit code, window) of `scope`'s unique limits: counted exactly (a sorted
+    set), so a recipient counted already is known; unique counts without a limit
+    (burst detection) stay HyperLogLogs."""
+    return {(CODE[u], r.window) for u, r in scope.limits.rates() if u in UNIQUE_UNITS}
+
+
+def member(value: str) -> str:
+    """A recipient (or domain) as the unique counters hold it: hashed, never the text."""
+    return digest(value.lower())[:16]
 
 
 def vps_tag(vps: str) -> str:
@@ -113,7 +140,8 @@ def scopes_for(policy: Policy, sender: Sender, mail_from: str) -> list[Scope]:
     ]
     for subject, limits in candidates:
         if subject is not None and limits is not None:
-            scopes.append(Scope(subject, scope_key(prefix, tag, subject), limits))
+            owner = sender.owner if subject.kind == "sender" else None
+            scopes.append(Scope(subject, scope_key(prefix, tag, subject), limits, owner=owner))
     return scopes
 
 

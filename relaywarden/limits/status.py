@@ -16,7 +16,9 @@ from relaywarden.limits.model import (
     ScopeState,
     bindings,
     bursts,
+    distinct_key,
     factor_for,
+    limited_uniques,
     plan_for,
     scopes_for,
 )
@@ -37,6 +39,8 @@ def normalise(subject: Subject, policy: Policy) -> Subject:
             return Subject("vps", vps_network(subject.value, policy.identity.ipv6_prefix))
         except ValueError as exc:
             raise SubjectError(str(exc)) from None
+    if subject.within is not None:  # customer:ID/sender:ADDRESS: that customer's counters
+        return Subject(subject.kind, subject.value, normalise(subject.within, policy))
     return subject
 
 
@@ -44,6 +48,9 @@ def sender_for(subject: Subject, policy: Policy, inventory: Inventory) -> Sender
     """The identity whose keys hold `subject`'s counters (its customer's hash tag)."""
     from relaywarden.message import normalise_ip
 
+    if subject.within is not None:  # a sender scoped to a customer or VPS: its owner's keys
+        owner = sender_for(subject.within, policy, inventory)
+        return Sender(**{**owner.__dict__, "sasl_user": ""})
     customer = None
     if subject.kind == "vps":
         customer = inventory.lookup(normalise_ip(subject.value.split("/")[0]), "")
@@ -68,7 +75,7 @@ def scope_of(subject: Subject, policy: Policy, sender: Sender) -> Scope:
     mail_from = subject.value if subject.kind == "sender" else ""
     sender_vps = sender if subject.kind == "vps" else Sender(**{**sender.__dict__, "vps": "-"})
     for scope in scopes_for(policy, sender_vps, mail_from):
-        if scope.subject == subject:
+        if scope.subject == subject.relay_wide:
             return scope
     # No limits of the plan on this scope: still show its hits and blocks.
     from relaywarden.limits.model import scope_key, tag_for, vps_tag
@@ -152,11 +159,12 @@ def recent_decisions(
 
 
 def reset_keys(store: RedisStore, scope: Scope, restart_warmup: bool = False) -> int:
-    """Delete a subject's counters (its hash and its HyperLogLogs). Its first-seen
-    time survives unless `restart_warmup`: a reset forgives, it does not make an
-    established customer new again."""
+    """Delete a subject's counters (its hash, its HyperLogLogs and its unique limits'
+    sets). Its first-seen time survives unless `restart_warmup`: a reset forgives,
+    it does not make an established customer new again."""
     client = store.client
     keys = [scope.key, scope.reservations, *client.scan_iter(match=scope.key + ":U*", count=1000)]
+    keys += [distinct_key(scope, code, window) for code, window in limited_uniques(scope)]
     first_seen = None if restart_warmup else client.hget(scope.key, "fs")
     ttl = int(client.ttl(scope.key))
     pipe = client.pipeline(transaction=True)

@@ -7,17 +7,18 @@ decided (commit.lua), so a refused or aborted transaction costs nothing.
 KEYS[i]  the state hash of scope i (a VPS, a customer, a SASL login, a sender
          or the global ceiling). All KEYS of one call share a hash tag (the
          customer's, or the VPS's for a VPS in no inventory), so the call runs on
-         one Redis Cluster slot.
-KEYS[k..k+2]  after the state hashes: the ring of three HyperLogLogs of each
-         unique count ("<hash>:U<unit><window>:r<0..2>", the same tag; see
-         window.lua), k given in ARGV. Every key a script touches is in KEYS.
+         one Redis Cluster slot. After them, the keys of the unique counts (a
+         unique limit's sorted set, or a ring of three HyperLogLogs, see
+         window.lua), the same tag: every key a script touches is in KEYS.
 ARGV[1]  "" to take the time from Redis TIME; else seconds since the epoch.
          Tests inject a clock this way; production never passes one, so time
          never mixes client and server clocks.
 ARGV[2]  JSON: {"s": [scope, ...]} in KEYS order, each scope
            {"c": [[unit, window, nsub], ...],   counters to read
-            "u": [[unit, window, k], ...],      unique counts (HyperLogLog) to read,
-                                                KEYS[k..k+2] their ring
+            "u": [[unit, window, k, r], ...],   unique counts to read: k = 0, the
+                                                HyperLogLogs KEYS[r..r+2]; else
+                                                KEYS[k], a unique limit's sorted set
+                                                (exact; commit.lua)
             "m": 1}                             1: also return the meta fields
 
 Returns  {now, {scope result, ...}} with each scope result
@@ -41,13 +42,12 @@ refused up to g (W/nsub) early. The property tests check both bounds against an
 exact event log.
 
 Unique counts use the same scheme with 2 sub-buckets per window, one HyperLogLog
-per bucket in a ring of three, counted as the union of buckets i-2 .. i (PFCOUNT
-of several keys):
+per bucket, counted as the union of buckets i-2 .. i (PFCOUNT of several keys):
 at least the distinct members of the last W, at most those of the last 1.5 W,
 plus HyperLogLog's own standard error of 0.81%.
 ]==]
 
--- now, spec, fmt (prelude.lua); fields_of, counter, unique (window.lua).
+-- now, spec, fmt (prelude.lua); fields_of, counter, unique, distinct (window.lua).
 local META = {"fs", "p", "pt", "bm", "br", "bd", "bt", "nb"}
 
 local out = {}
@@ -59,7 +59,9 @@ for n, scope in ipairs(spec["s"]) do
     counts[#counts + 1] = tostring(counter(h, c[1], c[2], c[3]))
   end
   for _, u in ipairs(scope["u"]) do
-    uniques[#uniques + 1] = tostring(unique(h, u[1], u[2], u[3]))
+    local k = u[3] or 0
+    local count = k > 0 and distinct(KEYS[k], u[2]) or unique(h, u[1], u[2], u[4])
+    uniques[#uniques + 1] = tostring(count)
   end
   if scope["m"] == 1 then
     for _, name in ipairs(META) do

@@ -6,15 +6,16 @@ sliding-window layout, its error bound and the key layout are documented in
 check.lua; this script writes what that one reads.
 
 KEYS[2i-1]  the state hash of scope i;
-KEYS[2i]    its reservations (sorted set, see reserve.lua), same hash tag;
-KEYS[k..]   after the pairs, the HyperLogLog rings of the unique counts ("u"),
-            same hash tag (window.lua).
+KEYS[2i]    its reservations (sorted set, see reserve.lua), same hash tag.
 ARGV[1]  "" for Redis TIME, else seconds since the epoch (an injected test clock).
 ARGV[2]  JSON: {"s": [scope, ...]} in KEYS order (pairs), each scope
            {"c":   [[unit, window, nsub, amount, once], ...],  counters to add to
                    (once = 1: at most `amount` per sub-bucket, for hits)
-            "u":   [[unit, window, [member, ...], k], ...], members to add (hashed
-                                     by the caller) to the ring KEYS[k..k+2]
+            "u":   [[unit, window, [member, ...], k, r], ...], members to add (hashed
+                   by the caller): k = 0, to the HyperLogLog ring KEYS[r..r+2]
+                   (window.lua); else to KEYS[k], a
+                   unique limit's sorted set (member -> now; those older than the
+                   window go), declared after the pairs, same hash tag
             "ttl": seconds,     the hash's expiry, refreshed on every commit
             "fs":  1,           record the first-seen time if there is none
             "p":   [add, half_life],   decay the penalty, then add to it
@@ -23,7 +24,8 @@ ARGV[2]  JSON: {"s": [scope, ...]} in KEYS order (pairs), each scope
                    new to unique entry r and d (1-based into "u"; 0: none)
             "q":   member}      settle this reservation (reserve.lua's member): what
                                 was used is counted above, the rest is given back
-Returns  {new members per "u" entry} (how many PFADDs changed their HyperLogLog).
+Returns  {new members per "u" entry} (how many PFADDs changed their HyperLogLog;
+         for a sorted set, how many were not counted in the window).
 
 Baseline: an exponentially weighted rate, rate' = rate * exp(-dt/tau) + n/tau,
 in events per second; over a window of length w a VPS is expected to send
@@ -73,6 +75,19 @@ local function add_members(key, unit, window, members, k)
   return new
 end
 
+-- A unique limit: exact, sliding. Each member scored by when it was last counted.
+local function add_distinct(zkey, window, members)
+  redis.call("ZREMRANGEBYSCORE", zkey, "-inf", "(" .. fmt(now - window))
+  local new = 0
+  for _, m in ipairs(members) do
+    new = new + redis.call("ZADD", zkey, now, m)
+  end
+  if #members > 0 then
+    redis.call("EXPIRE", zkey, math.ceil(window) + 60)
+  end
+  return new
+end
+
 local function decayed(value, since, scale, halving)
   local v = tonumber(value) or 0
   local t = tonumber(since) or now
@@ -91,7 +106,12 @@ for n, scope in ipairs(spec["s"]) do
   end
   local new = {}
   for _, u in ipairs(scope["u"] or {}) do
-    new[#new + 1] = add_members(key, u[1], u[2], u[3], u[4])
+    local k = u[4] or 0
+    if k > 0 then
+      new[#new + 1] = add_distinct(KEYS[k], u[2], u[3])
+    else
+      new[#new + 1] = add_members(key, u[1], u[2], u[3], u[5])
+    end
   end
   if scope["fs"] == 1 then
     redis.call("HSETNX", key, "fs", second(now))

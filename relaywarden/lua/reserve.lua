@@ -19,8 +19,7 @@ removes it.
 
 KEYS[2i-1]  the state hash of scope i (see check.lua for the key layout and the
             sliding window; the same window.lua functions read the counters);
-KEYS[2i]    its reservations (sorted set), same hash tag;
-KEYS[k..]   after the pairs, the HyperLogLog rings of the unique counts ("u").
+KEYS[2i]    its reservations (sorted set), same hash tag.
 ARGV[1]  "" to take the time from Redis TIME; else seconds since the epoch
          (an injected test clock).
 ARGV[2]  JSON:
@@ -37,16 +36,30 @@ ARGV[2]  JSON:
                      shrink, min factor;
                      applied to scopes with scaled = 1 (the VPS), read from the
                      meta fields of the first scope with "m" = 1,
+            "kmax":  the most members of one unique limit's set to return,
+            "kedge": n: a member counted within the window's last 1/n (about
+                     to leave it) is not returned (it costs like a new one),
             "s":     [scope, ...] in KEYS order (pairs), each
                        {"c": [[unit, window, nsub, limit, scaled], ...],
-                        "u": [[unit, window, limit, scaled, k], ...],
-                        (k: KEYS[k..k+2] the unique count's HyperLogLog
-                        ring, after the pairs; see window.lua)
-                        (limit -1: read only, e.g. the hits and burst counters)
+                        "u": [[unit, window, limit, scaled, k, r], ...],
+                        (limit -1: read only, e.g. the hits and burst counters;
+                         k: 0 = the HyperLogLog ring KEYS[r..r+2], else KEYS[k]
+                         is the unique limit's sorted set; both declared after
+                         the pairs, same hash tag)
                         "m": 1 to also return the meta fields}}
 Returns  {now, admitted (1/0), factor, {unit, allotment, ...}, member,
           {{counts per "c"}, {limits per "c"}, {counts per "u"}, {limits per "u"},
-           {meta}} per scope}
+           {meta}} per scope,
+          {{unit, complete (1/0), member, ...} per unique limit whose unit's
+           allotment is short of "want"}}
+         The last: who each near-full unique limit has counted in its window,
+         except those about to leave it (complete = 0, no members: more than
+         kmax), so the RCPT decisions know a recipient written to again is free.
+         Counted again at the end of the message, such a recipient is still in
+         the window if the transaction took less than window/kedge: then the
+         window never holds more distinct members than the limit. Unique units need nothing to be
+         admitted ("need" 0): a full unique limit still admits mail to those
+         already counted.
          A count is what was committed in the window plus what others hold
          reserved (live reservations, this transaction's excluded). A limit is
          the effective one (the plan's, scaled by the factor where scaled = 1;
@@ -62,7 +75,8 @@ the interleaving (tests/test_limits_interleaving.py drives this on a real
 redis-server from three processes).
 ]==]
 
--- now, spec, fmt (prelude.lua); fields_of, counter, unique, UNITS, SUMS, unreserve (window.lua).
+-- now, spec, fmt (prelude.lua); fields_of, counter, unique, distinct, UNITS, SUMS,
+-- unreserve (window.lua).
 
 -- The live reservations of a scope, per unit; expired ones are removed first.
 local function reserved(key, qkey, h)
@@ -124,6 +138,7 @@ end
 
 local least = {}
 local out = {}
+local sets = {}  -- the unique limits' sorted sets: {unit, key, window, count}
 for n, scope in ipairs(spec["s"]) do
   local key, h = KEYS[2 * n - 1], hashes[n]
   local counts, limits, ucounts, ulimits, meta = {}, {}, {}, {}, {}
@@ -138,11 +153,15 @@ for n, scope in ipairs(spec["s"]) do
     limits[#limits + 1] = tostring(limit)
   end
   for _, u in ipairs(scope["u"]) do
-    local unit = u[1]
-    local count = unique(h, unit, u[2], u[5]) + held[n][unit]
+    local unit, k = u[1], u[5] or 0
+    local counted = k > 0 and distinct(KEYS[k], u[2]) or unique(h, unit, u[2], u[6])
+    local count = counted + held[n][unit]
     local limit = u[3] >= 0 and effective(u[3], u[4], factor) or -1
     if limit >= 0 then
       least[unit] = math.min(least[unit] or limit - count, limit - count)
+      if k > 0 then
+        sets[#sets + 1] = {unit, KEYS[k], u[2], counted}
+      end
     end
     ucounts[#ucounts + 1] = tostring(count)
     ulimits[#ulimits + 1] = tostring(limit)
@@ -160,7 +179,7 @@ local allot, flat = {}, {}
 for _, unit in ipairs(UNITS) do
   if least[unit] ~= nil then
     local need = spec["need"][unit] or 1
-    if least[unit] < need then
+    if need > 0 and least[unit] < need then
       admitted = 0
     end
     allot[unit] = math.max(0, math.min(spec["want"][unit] or need, least[unit]))
@@ -191,4 +210,20 @@ if admitted == 1 and #flat > 0 then
     end
   end
 end
-return {fmt(now), admitted, fmt(factor), flat, member, out}
+-- A unit whose allotment is short: who its limits counted already (free to write to).
+local known = {}
+for _, set in ipairs(sets) do
+  local unit = set[1]
+  if allot[unit] < (spec["want"][unit] or 0) then
+    if set[4] <= spec["kmax"] then
+      local edge = now - set[3] + set[3] / spec["kedge"]
+      local row = redis.call("ZRANGEBYSCORE", set[2], fmt(edge), "+inf")
+      table.insert(row, 1, 1)
+      table.insert(row, 1, unit)
+      known[#known + 1] = row
+    else
+      known[#known + 1] = {unit, 0}
+    end
+  end
+end
+return {fmt(now), admitted, fmt(factor), flat, member, out, known}

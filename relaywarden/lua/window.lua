@@ -8,6 +8,8 @@ algorithm and its error bound are documented in check.lua.
   unique(h, unit, window, k)     distinct members in the window (HyperLogLog union
                                  of the ring KEYS[k..k+2])
   ring_current(key, unit, window, k)  the ring's HyperLogLog for now
+  distinct(zkey, window)         distinct members in the window, exactly (a unique
+                                 limit's sorted set: member -> last time counted)
   unreserve(key, qkey, member, h)  take a removed reservation out of the sums
 ]==]
 
@@ -39,10 +41,11 @@ local function counter(h, unit, window, nsub)
   return total
 end
 
--- Unique counts: per (unit, window) a ring of 3 HyperLogLogs, KEYS[k], KEYS[k+1],
--- KEYS[k+2] (declared by the caller: fixed names, same hash tag as the state hash).
--- Half-window bucket b lives in slot b mod 3; the state hash's field
--- "U<unit><window>:<slot>" says which bucket a slot holds now.
+-- Unique counts without a limit (burst detection): per (unit, window) a ring of
+-- 3 HyperLogLogs, KEYS[k], KEYS[k+1], KEYS[k+2] (declared by the caller: fixed
+-- names, the same hash tag as the state hash). Half-window bucket b lives in
+-- slot b mod 3; the state hash's field "U<unit><window>:<slot>" says which
+-- bucket a slot holds now.
 local function ring_field(unit, window, slot)
   return "U" .. unit .. fmt(window) .. ":" .. string.format("%d", slot)
 end
@@ -76,6 +79,12 @@ local function ring_current(key, unit, window, k)
     redis.call("HSET", key, field, string.format("%d", i))
   end
   return KEYS[k + slot]
+end
+
+-- A unique limit's members are a sorted set scored by the last time each was
+-- counted: those of the last `window` are exactly the distinct ones in it.
+local function distinct(zkey, window)
+  return redis.call("ZCOUNT", zkey, fmt(now - window), "+inf")
 end
 
 

@@ -90,7 +90,7 @@ def lift_page(
 @router.get("/api/blocks")
 def api_blocks(s: Viewer, desk: DeskDep) -> list[dict[str, Any]]:
     """Blocks set from the desk, the CLI or escalation (the policy's own: /api/blocks/static)."""
-    return [asdict(b) for b in desk.blocks()]
+    return [{**asdict(b), "covers": b.covers} for b in desk.blocks()]
 
 
 @router.get("/api/blocks/static")
