@@ -23,7 +23,8 @@ CLUSTER_TESTS = tests/test_blocking.py tests/test_blocks_runtime.py tests/test_l
 	tests/test_escalation_safety.py tests/test_campaigns.py tests/test_spam_budget.py \
 	tests/test_adapter.py tests/test_outcomes_watcher.py tests/test_complaints_report.py \
 	tests/test_ops_metrics.py tests/test_sender_ownership.py \
-	tests/test_service.py tests/test_rollout.py
+	tests/test_service.py tests/test_rollout.py tests/test_unique_recipients.py \
+	tests/test_scoped_blocks.py
 
 test: setup
 	.venv/bin/python -m pytest -q
