@@ -32,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -166,6 +167,15 @@ class Bench:
             wait_for_port(LOOPBACK, port, 30, f"milter {variant}")
         return proc, postfix_side
 
+    def profiler(self, proc: Proc, rundir: Path) -> Proc:
+        """perf sampling the milter's threads (C and kernel frames) for the measured
+        batch: DIR/<variant>-<round>.data, for `perf report -i FILE --no-children`.
+        (py-spy cannot read this machine's processes; perf can. Python-level shares
+        come from `bench.adapter --profile`.)"""
+        out = self.args.perf / f"{rundir.name}.data"
+        argv = ["perf", "record", "-g", "-F", "999", "-o", str(out), "-p", str(proc.pid)]
+        return Proc(argv, "perf", rundir / "perf.log")
+
     def send(self, postfix: PostfixInstance, count: int) -> None:
         a = self.args
         argv = [SMTP_SOURCE, "-s", str(a.sessions), "-m", str(count), "-l", str(a.size)]
@@ -204,10 +214,14 @@ class Bench:
             assert self.redis.proc is not None
             redis0 = process_cpu_seconds(self.redis.proc.pid)
             cpu0 = tree_cpu_split(proc.pid) if proc else (0.0, 0.0)
+            spy = self.profiler(proc, rundir) if proc and self.args.perf else None
             started = time.perf_counter()
             self.send(postfix, self.args.msgs)
             self.wait_delivered(postfix, base + self.args.msgs)
             elapsed = time.perf_counter() - started
+            if spy is not None:  # perf writes its file on SIGINT
+                spy.popen.send_signal(signal.SIGINT)
+                spy.stop(30)
             if proc:
                 user, system = tree_cpu_split(proc.pid)
                 result.milter_cpu = user + system - sum(cpu0)
@@ -314,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default="none,tcp,unix,tcp-2w,unix-2w")
     parser.add_argument("--send-timeout", type=float, default=240.0)
     parser.add_argument("--deliver-timeout", type=float, default=120.0)
+    parser.add_argument(
+        "--perf", type=Path, metavar="DIR", help="perf record each milter run into DIR"
+    )
     parser.add_argument("--max-total", type=float, default=900.0, help="seconds; then stop")
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]

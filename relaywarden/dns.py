@@ -9,6 +9,7 @@ engine turns into the policy's `[dns] on_error`.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -54,6 +55,10 @@ def parse_nameserver(text: str) -> tuple[str, int]:
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"bad port in nameserver {text!r}")
     return host, int(port)
+
+
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_PLAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 
 
 def query_name(domain: str) -> dns.name.Name:
@@ -137,6 +142,13 @@ class Resolver:
 
     def query(self, name: str, rdtype: str, lifetime: float) -> Answer:
         """One lookup, from the cache or the wire; DnsError when the DNS failed."""
+        # A plain ASCII host name is its own text form: the cache is asked without
+        # building a dns.name (IDNA), which costs more than the whole cache hit.
+        plain = name.strip().rstrip(".").lower()
+        if len(plain) <= 253 and _PLAIN.fullmatch(plain):
+            cached = self.cache.get((plain + ".", rdtype))
+            if cached is not None:
+                return cached
         try:
             qname = query_name(name)
         except ValueError:

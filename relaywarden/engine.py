@@ -21,6 +21,7 @@ from relaywarden.logins import spread as logins
 from relaywarden.message import Message
 from relaywarden.outcomes import check as outcomes
 from relaywarden.policy import Policy
+from relaywarden.policy.derived import memo
 from relaywarden.refs import new_ref
 from relaywarden.store import Store
 from relaywarden.verdict import Action, Finding, RejectReply, Reply, TempFailReply, Verdict
@@ -87,7 +88,12 @@ def _fail_mode(service: str, policy: Policy) -> str:
 
 def body_needed(policy: Policy, checks: Sequence[Check] = CHECKS) -> bool:
     """Whether any check reads the body under `policy` (else Postfix need not send it)."""
-    return any(check.needs_body(policy) for check in checks)
+    if checks is not CHECKS:
+        return any(check.needs_body(policy) for check in checks)
+    cache = memo(policy)  # asked at every connection's negotiation
+    if "body_needed" not in cache:
+        cache["body_needed"] = any(check.needs_body(policy) for check in checks)
+    return bool(cache["body_needed"])
 
 
 def run_checks(checks: Sequence[Check], ctx: Context) -> list[Finding]:

@@ -105,6 +105,12 @@ class Message:
     # Working state of checks for this transaction only (e.g. the rate allowance
     # fetched at MAIL FROM that RCPT decisions use); never anything the client wrote.
     notes: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # Lower-cased name -> fields, for the dozen lookups a message gets; rebuilt when
+    # `headers` has grown or was replaced since (it is only ever appended to).
+    _by_name: dict[str, list[HeaderField]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _indexed: tuple[int, int] = field(default=(0, 0), init=False, repr=False, compare=False)
 
     def add_rcpt(self, rcpt: str) -> None:
         self.rcpt_count += 1
@@ -122,12 +128,16 @@ class Message:
         self.headers.append(HeaderField(name, raw))
 
     def header_values(self, name: str) -> list[str]:
-        lname = name.lower()
-        return [h.value for h in self.headers if h.name.lower() == lname]
+        return [h.value for h in self.header_fields(name)]
 
     def header_fields(self, name: str) -> list[HeaderField]:
-        lname = name.lower()
-        return [h for h in self.headers if h.name.lower() == lname]
+        headers = self.headers
+        if self._indexed != (id(headers), len(headers)):
+            index: dict[str, list[HeaderField]] = {}
+            for h in headers:
+                index.setdefault(h.name.lower(), []).append(h)
+            self._by_name, self._indexed = index, (id(headers), len(headers))
+        return list(self._by_name.get(name.lower(), ()))
 
     def first_header(self, name: str) -> str | None:
         values = self.header_values(name)

@@ -18,7 +18,7 @@ import redis
 import redis.cluster
 import redis.sentinel
 
-from relaywarden import fastjson
+from relaywarden import fastjson, pipeline
 from relaywarden.breaker import Breaker, connection_class
 from relaywarden.errors import StoreError
 from relaywarden.identity import Sender
@@ -322,7 +322,7 @@ class RedisStore:
         those commands run again: a decision answered 250 is still counted, and
         nothing else runs twice."""
         stack = _queued(pipe)
-        results: list[Any] = pipe.execute(raise_on_error=False)
+        results: list[Any] = pipeline.execute(pipe)
         missing = [n for n, result in enumerate(results) if _noscript(result)]
         if missing:
             for load in self.script_loaders:

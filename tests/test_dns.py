@@ -128,3 +128,16 @@ def test_spf_timeout_is_a_dns_error_not_an_spf_result(nameserver: str) -> None:
     session = Resolver([nameserver], timeout=0.5).session()
     with pytest.raises(DnsError):
         spf_result(session, "192.0.2.10", "slow.example")
+
+
+def test_spellings_of_one_name_share_one_cache_entry(nameserver: str) -> None:
+    """The plain-name fast path and the IDNA path key the cache alike: case, a
+    trailing dot and a U-label spelling are one name, asked once."""
+    resolver = Resolver([nameserver])
+    for name in ("Shop.Example", "shop.example.", " shop.example "):
+        assert [r.address for r in resolver.session().lookup(name, "A").records] == ["192.0.2.80"]
+    assert resolver.queries == 1
+    resolver.session().lookup("café.example", "A")
+    resolver.session().lookup("xn--caf-dma.example", "A")
+    resolver.session().lookup("CAFÉ.example.", "A")
+    assert resolver.queries == 2

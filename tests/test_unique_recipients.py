@@ -144,3 +144,21 @@ def test_reset_clears_the_counted_recipients(runtime: Runtime) -> None:
     )
     reset_keys(runtime.store, scope)
     assert send(["r5@one.example"]) == ["250"]
+
+
+def test_two_windows_on_one_unit_refuse_early_never_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy = POLICY.replace('unique_recipients = ["5/1h"]', 'unique_recipients = ["3/1m", "5/1h"]')
+    with adapter_runtime(tmp_path, monkeypatch, policy):
+        at(monkeypatch, T0)
+        assert send(SAME) == ["250"] * 3
+        assert send(["a@one.example"]) == ["250"]  # counted in both windows: free
+        assert send(["d@one.example"]) == ["451"]  # the minute is full
+        at(monkeypatch, T0 + 70)
+        assert send(["d@one.example", "e@one.example"]) == ["250", "250"]  # 5 in the hour
+        assert send(["f@one.example"]) == ["451"]  # the hour is full
+        assert send(["d@one.example"]) == ["250"]  # counted in both: free
+        # Counted in the hour but not in this minute: the hour's reservation is 0, so
+        # it is refused though the minute has room (early, never over).
+        assert send(["a@one.example"]) == ["451"]

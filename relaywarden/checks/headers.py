@@ -8,6 +8,7 @@ bytes and evidence is truncated before it reaches a log line.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from datetime import UTC
@@ -89,21 +90,26 @@ def check_message_id(msg: Message, out: Findings) -> None:
 
 def check_raw_values(msg: Message, out: Findings) -> None:
     for field in msg.headers:
-        unfolded = _FOLD.sub(b" ", field.raw)  # a CR or LF left over is not a fold
-        if any(c in unfolded for c in (b"\r", b"\n", b"\x00")) or any(
-            c in field.value for c in "\r\n\x00"
-        ):
+        raw = field.raw
+        if b"\r" in raw or b"\n" in raw or b"\x00" in raw:
+            unfolded = _FOLD.sub(b" ", raw)  # a CR or LF left over is not a fold
+            injected = b"\r" in unfolded or b"\n" in unfolded or b"\x00" in unfolded
+        else:
+            injected = False
+        value = field.value  # encoded words may decode to CR, LF or NUL
+        if injected or "\r" in value or "\n" in value or "\x00" in value:
             out.add("header-injection", "CR, LF or NUL inside a header", header=clip(field.name))
-        try:
-            field.raw.decode("utf-8")
-        except UnicodeDecodeError:
-            smtputf8 = "SMTPUTF8" in msg.mail_params
-            out.add(
-                "invalid-utf8",
-                "invalid UTF-8 in a header",
-                header=clip(field.name),
-                smtputf8=smtputf8,
-            )
+        if not raw.isascii():
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                smtputf8 = "SMTPUTF8" in msg.mail_params
+                out.add(
+                    "invalid-utf8",
+                    "invalid UTF-8 in a header",
+                    header=clip(field.name),
+                    smtputf8=smtputf8,
+                )
         if not field.decoded.ok:
             out.add("bad-encoded-word", "undecodable encoded word", header=clip(field.name))
 
@@ -166,6 +172,11 @@ def _from_addresses(ctx: Context) -> list[tuple[str, str]]:
 
 
 def _brand_names(brands: list[str]) -> dict[str, str]:
+    return _brand_labels(tuple(brands))
+
+
+@functools.lru_cache(maxsize=16)  # one entry per policy generation in practice
+def _brand_labels(brands: tuple[str, ...]) -> dict[str, str]:
     """Brand label ("paypal") → organisational domain; short labels are too common to match."""
     out = {}
     for brand in brands:

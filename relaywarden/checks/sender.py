@@ -331,6 +331,4 @@ def run_message(ctx: Context) -> list[Finding]:
 
 ENVELOPE = Check("sender.envelope", Stage.MAIL, run_envelope)
 # DKIM-aware DMARC verifies a signature over the body.
-MESSAGE = Check(
-    MESSAGE_NAME, Stage.EOM, run_message, needs_body=lambda p: p.checks.sender.enabled
-)
+MESSAGE = Check(MESSAGE_NAME, Stage.EOM, run_message, needs_body=lambda p: p.checks.sender.enabled)

@@ -11,8 +11,9 @@ bulk content is skipped with `bytes.find` for the next line starting with "--".
 
 from __future__ import annotations
 
+import functools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.message import Message as EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -63,6 +64,13 @@ def _describe(headers: EmailMessage) -> tuple[_Part, str]:
     if ctype.startswith("multipart/"):
         boundary = str(headers.get_param("boundary", "") or "")[:200]
     return part, boundary
+
+
+@functools.lru_cache(maxsize=512)
+def _described(header: bytes) -> tuple[_Part, str]:
+    """_describe of a raw header block, parsed once: bulk mail repeats its part
+    headers, and most top levels have none. The part is a template: copy it."""
+    return _describe(_HEADERS.parsebytes(header + b"\r\n"))
 
 
 class ContentStream:
@@ -226,7 +234,8 @@ class ContentStream:
         if self._parts > self.caps.max_parts:
             self._problems.add("too-many-parts")
             return _Part(content_type="uncounted")
-        part, boundary = _describe(_HEADERS.parsebytes(header + b"\r\n"))
+        template, boundary = _described(header)
+        part = replace(template, raw=bytearray())
         if part.content_type.startswith("multipart/"):
             if not boundary:
                 self._problems.add("missing-boundary")

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import redis
 
+from relaywarden import fastjson
 from relaywarden.identity import Sender
 from relaywarden.limits import scripts
 from relaywarden.limits.model import (
@@ -43,6 +44,7 @@ from relaywarden.limits.model import (
 from relaywarden.limits.model import NSUB as NSUB
 from relaywarden.message import Message
 from relaywarden.policy import Policy
+from relaywarden.policy.derived import memo
 from relaywarden.store import BlockRecord, RedisStore
 from relaywarden.subjects import Subject
 
@@ -250,21 +252,20 @@ def _spec_reserve(
     scopes: list[Scope], reads: list[Read], policy: Policy, rid: str, size: int, keys: list[str]
 ) -> str:
     need, want = demand(policy, size)
+    cache = memo(policy)
     out = []
     for scope, read in zip(scopes, reads, strict=True):
-        limits = {(CODE[unit], r.window): r.limit for unit, r in scope.limits.rates()}
-        scaled = 1 if scope.meta else 0
-        out.append(
-            {
-                "c": [[c, w, NSUB, limits.get((c, w), -1), scaled] for c, w in read.counters],
-                "u": [
-                    [c, w, limits.get((c, w), -1), scaled, *_unique_read(keys, scope, c, w)[2:]]
-                    for c, w in read.uniques
-                ],
-                "m": 1 if scope.meta else 0,
-            }
-        )
-    return json.dumps(
+        key = ("spec", id(scope.limits), read, scope.meta)
+        found = cache.get(key)
+        if found is None or found[0] is not scope.limits:
+            found = cache[key] = (scope.limits, _scope_spec(scope, read))
+        counters, limits, scaled, meta = found[1]
+        uniques = [
+            [c, w, limits.get((c, w), -1), scaled, *_unique_read(keys, scope, c, w)[2:]]
+            for c, w in read.uniques
+        ]
+        out.append({"c": counters, "u": uniques, "m": meta})
+    return fastjson.dumps(
         {
             "id": rid,
             "lease": policy.limits.reservation.lease,
@@ -276,6 +277,19 @@ def _spec_reserve(
             "s": out,
         }
     )
+
+
+def _scope_spec(
+    scope: Scope, read: Read
+) -> tuple[list[list[object]], dict[tuple[str, float], int], int, int]:
+    """What of one scope's part of reserve.lua's spec is the same for every message
+    of a plan: its counters, its limits by (unit code, window), scaled, meta."""
+    limits = {(CODE[unit], r.window): r.limit for unit, r in scope.limits.rates()}
+    scaled = 1 if scope.meta else 0
+    counters: list[list[object]] = [
+        [c, w, NSUB, limits.get((c, w), -1), scaled] for c, w in read.counters
+    ]
+    return counters, limits, scaled, 1 if scope.meta else 0
 
 
 @dataclass
@@ -530,7 +544,7 @@ def queue_commit(pipe: redis.client.Pipeline, state: LimitState, usage: Usage) -
             keys = script_keys([st.scope for st, _ in todo])
             for st, spec in todo:  # the unique counts' keys: declared, as KEYS indices
                 spec["u"] = [_unique_commit(keys, st.scope, u) for u in spec["u"]]
-            body = json.dumps({"s": [spec for _, spec in todo]})
+            body = fastjson.dumps({"s": [spec for _, spec in todo]})
             scripts.evalsha(pipe, "commit", keys, [state.clock, body])
     state.settled = True
 
@@ -541,7 +555,7 @@ def queue_release(pipe: redis.client.Pipeline, state: LimitState) -> None:
         return
     for group, held in zip(state.groups, state.members, strict=False):
         if held:
-            body = json.dumps(
+            body = fastjson.dumps(
                 {"s": [{"ttl": _ttl(st.scope, state.policy), "q": held} for st in group]}
             )
             keys = script_keys([st.scope for st in group])

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from relaywarden.identity import Sender
 from relaywarden.keys import digest
 from relaywarden.policy import Policy
+from relaywarden.policy.derived import memo
 from relaywarden.policy.limits import Limits, Plan, Rate, plan_named
 from relaywarden.returnpath import sender_key
 from relaywarden.subjects import Subject
@@ -111,15 +112,21 @@ def global_key(prefix: str) -> str:
 
 def plan_for(policy: Policy, sender: Sender) -> tuple[str, Plan, Limits]:
     """The plan in force and the per-VPS limits after overrides (customer, then VPS)."""
-    name = sender.plan
-    overrides = {str(o.subject): o for o in policy.limits.overrides}
+    cache = memo(policy)
+    overrides = cache.get("overrides")
+    if overrides is None:
+        overrides = cache["overrides"] = {str(o.subject): o for o in policy.limits.overrides}
     chain = [overrides.get(f"customer:{sender.customer}"), overrides.get(f"vps:{sender.vps}")]
+    name = sender.plan
     for override in chain:
         if override is not None and override.plan:
             name = override.plan
-    plan = plan_named(policy.plans, name) or plan_named(policy.plans, "default")
-    assert plan is not None  # "default" always resolves
-    vps_limits = plan.for_scope("vps") or Limits()
+    found = cache.get(("plan", name))
+    if found is None:
+        plan = plan_named(policy.plans, name) or plan_named(policy.plans, "default")
+        assert plan is not None  # "default" always resolves
+        found = cache[("plan", name)] = (plan, plan.for_scope("vps") or Limits())
+    plan, vps_limits = found
     for override in chain:
         if override is not None:
             vps_limits = vps_limits.overlay(override.limits)
@@ -170,6 +177,18 @@ class Read:
 
 
 def reads_for(scope: Scope, policy: Policy) -> Read:
+    # Limits objects live as long as their policy (plan_for's memo), so their id is
+    # stable; the entry keeps the object itself to make sure.
+    key = ("reads", id(scope.limits), scope.subject is None, scope.meta)
+    cache = memo(policy)
+    found = cache.get(key)
+    if found is None or found[0] is not scope.limits:
+        found = cache[key] = (scope.limits, _reads(scope, policy))
+    read: Read = found[1]
+    return read
+
+
+def _reads(scope: Scope, policy: Policy) -> Read:
     counters: list[tuple[str, float]] = []
     uniques: list[tuple[str, float]] = []
     for unit, rate in scope.limits.rates():

@@ -18,6 +18,7 @@ import redis
 from redis.cluster import ClusterPipeline
 from redis.exceptions import NoScriptError, ResponseError
 
+from relaywarden import pipeline
 from relaywarden.store import RedisStore, redis_errors
 
 
@@ -91,7 +92,7 @@ def run(client: redis.Redis, build: PipelineBuilder, what: str) -> list[Any]:
 def _execute(client: redis.Redis, build: PipelineBuilder) -> list[Any]:
     pipe = client.pipeline(transaction=False)
     build(pipe)
-    return pipe.execute(raise_on_error=False)
+    return pipeline.execute(pipe)
 
 
 def raise_store(what: str, exc: Exception) -> None:

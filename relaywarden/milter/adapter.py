@@ -98,7 +98,8 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         self.helo = ""
         self.in_transaction = False
         self._connected = False  # close() may come without connect() (negotiation failed)
-        self._reset()
+        self.dkim_body: dkimverify.BodySpool | None = None
+        self._fresh()
 
     def _end_transaction(self) -> None:
         if self.in_transaction:
@@ -106,8 +107,20 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
             self.in_transaction = False
 
     def _reset(self) -> None:
+        self._end()
+        self._fresh()
+
+    def _end(self) -> None:
+        """What a transaction holds is given back: the in-flight count, a reservation
+        (with its recipient decisions), the DKIM body spool."""
         self._end_transaction()
         self._flush_deferred()
+        spool, self.dkim_body = self.dkim_body, None
+        if spool is not None:
+            spool.close()
+
+    def _fresh(self) -> None:
+        """State for the next transaction (the connection's facts carried over)."""
         self.ref = new_ref()
         # Until MAIL FROM takes its own: the generation in force now.
         self.gen: Generation = type(self).runtime.current
@@ -128,11 +141,8 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         self.stages_ms: dict[str, float] = {}
         # Customer-supplied headers with our trace header's name, removed at the stamp.
         self.trace_headers_seen = 0
-        # The body, kept (bounded) only when a DKIM signature may need it.
-        spool = getattr(self, "dkim_body", None)
-        if spool is not None:
-            spool.close()
-        self.dkim_body: dkimverify.BodySpool | None = None
+        # The body, kept (bounded) only when a DKIM signature may need it (eoh).
+        self.dkim_body = None
 
     # -- negotiation -----------------------------------------------------
     def negotiate(self, opts: list[int]) -> int:
@@ -293,7 +303,7 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         return int(Milter.CONTINUE)
 
     def close(self) -> int:
-        self._reset()
+        self._end()  # nothing follows on this connection: no fresh state to build
         if self._connected:
             metrics.OPEN_CONNECTIONS.dec()
         return int(Milter.CONTINUE)
