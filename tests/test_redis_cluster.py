@@ -232,3 +232,42 @@ def test_a_dead_cluster_applies_the_fail_mode_from_start_to_recovery(
         assert "451 4.3.0" in answers, answers
     finally:
         cluster.stop()
+
+
+def test_a_watcher_killed_between_moving_and_counting_counts_each_slot_once(
+    redis_cluster: ClusterServers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a Cluster the log position moves first (with the batch kept beside it),
+    then each slot counts: a watcher killed in between leaves the batch pending, the
+    next one counts it, and counting a pending batch again changes nothing."""
+    import shutil
+
+    from relaywarden.outcomes.record import identity_key
+    from relaywarden.outcomes.watcher import Watcher
+    from relaywarden.store import RedisStore, connect
+    from tests import test_outcomes_watcher as w
+
+    store = RedisStore(connect(redis_cluster.url, 5.0), f"t{uuid.uuid4().hex[:12]}")
+    for qid, identity in w.OURS.items():
+        store.client.set(identity_key(store.keys.prefix, w.RELAY, qid), identity.dumps())
+    log = tmp_path / "maillog"
+    shutil.copy(w.DATA, log)
+    pol = w.policy(batch=10_000)  # one batch: the whole recording
+    pending: list[bytes] = []
+
+    def killed(self: Watcher, batch: bytes) -> None:
+        pending.append(batch)
+        raise RuntimeError("killed after moving the position")
+
+    monkeypatch.setattr(Watcher, "_apply", killed)
+    with pytest.raises(RuntimeError):
+        Watcher(store, pol, str(log), clock=w.CLOCK).step()
+    monkeypatch.undo()
+    assert pending  # the position moved with the batch beside it, nothing counted
+    assert w.tally(store, "vps:203.0.113.7", pol) == {}
+    Watcher(store, pol, str(log), clock=w.CLOCK).run_once()  # finishes it first
+    lines = [line.rstrip("\n") for line in w.DATA.read_text().splitlines()]
+    want = {vps: dict(w.expected(lines, vps)) for vps in ("203.0.113.7", "198.51.100.9")}
+    assert {vps: w.tally(store, f"vps:{vps}", pol) for vps in want} == want
+    Watcher(store, pol, str(log), clock=w.CLOCK)._apply(pending[0])  # once per slot
+    assert {vps: w.tally(store, f"vps:{vps}", pol) for vps in want} == want
