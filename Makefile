@@ -16,8 +16,19 @@ demo: setup-demo
 demo-web: setup-demo
 	.venv/bin/relaywarden demo --web
 
+# The Redis paths run a second time against a real 3-master Redis Cluster, with
+# every script call checked for keys it does not declare (tests/redis_backend.py).
+CLUSTER_TESTS = tests/test_blocking.py tests/test_blocks_runtime.py tests/test_limits.py \
+	tests/test_limits_identity.py tests/test_limits_reservation.py \
+	tests/test_escalation_safety.py tests/test_campaigns.py tests/test_spam_budget.py \
+	tests/test_adapter.py tests/test_outcomes_watcher.py tests/test_complaints_report.py \
+	tests/test_ops_metrics.py tests/test_sender_ownership.py \
+	tests/test_service.py tests/test_rollout.py tests/test_unique_recipients.py \
+	tests/test_scoped_blocks.py
+
 test: setup
 	.venv/bin/python -m pytest -q
+	RELAYWARDEN_TEST_REDIS=cluster .venv/bin/python -m pytest -q $(CLUSTER_TESTS)
 
 lint: setup
 	.venv/bin/ruff check relaywarden tests bench

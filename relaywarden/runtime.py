@@ -118,7 +118,7 @@ class Runtime:
 def _store_for(policy: Policy) -> RedisStore:
     cfg = policy.redis
     breaker = Breaker(cfg.breaker_failures, cfg.breaker_interval) if cfg.breaker_interval else None
-    client = connect(cfg.url, cfg.timeout, breaker)
+    client = connect(cfg.client_url, cfg.timeout, breaker)
     return RedisStore(client, policy.redis.key_prefix, policy.redis.events_maxlen)
 
 

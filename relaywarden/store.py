@@ -7,13 +7,15 @@ here as a StoreError so the engine can apply the policy's fail mode.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, cast
 
 import redis
+import redis.cluster
 import redis.sentinel
 
 from relaywarden import fastjson, pipeline
@@ -22,6 +24,12 @@ from relaywarden.errors import StoreError
 from relaywarden.identity import Sender
 from relaywarden.keys import Keys
 from relaywarden.message import Message
+from relaywarden.redisurl import (
+    CLUSTER_SCHEME,
+    SENTINEL_SCHEME,
+    parse_cluster_url,
+    parse_sentinel_url,
+)
 from relaywarden.subjects import SCOPE_KINDS, SCOPED, Subject, parse_subject
 from relaywarden.verdict import Verdict
 
@@ -92,17 +100,26 @@ def _run_after(message: Message) -> None:
 def redis_errors(what: str) -> Iterator[None]:
     try:
         yield
-    except redis.RedisError as exc:
+    # redis-py's cluster client raises RedisClusterException (not a RedisError) when
+    # no node answers or a slot is not covered: the same fail mode applies.
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
         raise StoreError(f"redis {what}: {type(exc).__name__}: {exc}") from exc
 
 
-SENTINEL_SCHEME = "redis+sentinel://"
 
 
 def _noscript(result: object) -> bool:
     return isinstance(result, redis.exceptions.NoScriptError) or (
         isinstance(result, redis.exceptions.ResponseError) and str(result).startswith("NOSCRIPT")
     )
+
+
+def _queued(pipe: redis.client.Pipeline) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """(args, options) of each command queued on a pipeline, either kind."""
+    if isinstance(pipe, redis.cluster.ClusterPipeline):
+        queue = pipe._execution_strategy.command_queue  # no public accessor
+        return [(tuple(c.args), dict(c.options)) for c in queue]
+    return [(tuple(args), dict(options)) for args, options in pipe.command_stack]
 
 
 def connect(url: str, timeout: float, breaker: Breaker | None = None) -> redis.Redis:
@@ -113,6 +130,13 @@ def connect(url: str, timeout: float, breaker: Breaker | None = None) -> redis.R
     `redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]` asks the Sentinels
     for SERVICE's master (redis-py's own Sentinel client): after a failover the
     next connection goes to the new master, and meanwhile `[redis] on_error` applies.
+
+    `redis+cluster://HOST:PORT[,HOST:PORT...]` (seed nodes) is redis-py's own
+    RedisCluster: it learns the slot map from the seeds and routes every command
+    and script by its keys' hash slot (a pipeline: one batch per node), following
+    MOVED/ASK after a resharding or failover. It offers the commands the store
+    uses under the same names, so it is handed on as the one client type the
+    call sites know; `is_cluster` tells the few that must behave differently.
     """
     options: dict[str, Any] = {
         "socket_timeout": timeout,
@@ -130,25 +154,55 @@ def connect(url: str, timeout: float, breaker: Breaker | None = None) -> redis.R
         )
         master: redis.Redis = sentinel.master_for(service, db=db, **options)  # type: ignore[no-untyped-call]
         return master
+    if url.startswith(CLUSTER_SCHEME):
+        nodes, username, password = parse_cluster_url(url)
+        seeds = [redis.cluster.ClusterNode(host, port) for host, port in nodes]  # type: ignore[no-untyped-call]
+        options.pop("health_check_interval")  # not a RedisCluster option
+        # A url (the first seed) makes redis-py build each node's pool from these
+        # options, connection_class (the breaker's) included; the other seeds follow.
+        host, port = nodes[0]
+
+        def build() -> redis.cluster.RedisCluster:
+            return redis.cluster.RedisCluster(
+                url=f"redis://[{host}]:{port}" if ":" in host else f"redis://{host}:{port}",
+                startup_nodes=seeds,
+                username=username,
+                password=password,
+                **options,
+            )
+
+        return cast(redis.Redis, LazyCluster(build))
     return redis.Redis.from_url(url, **options)
 
 
-def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int]:
-    """(sentinel nodes, service name, db) of a redis+sentinel:// URL; ValueError if bad."""
-    rest = url.removeprefix(SENTINEL_SCHEME)
-    hosts, _, path = rest.partition("/")
-    service, _, db = path.partition("/")
-    nodes = []
-    for item in hosts.split(","):
-        host, sep, port = item.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"{item!r} is not HOST:PORT of a Sentinel")
-        nodes.append((host.strip("[]"), int(port)))
-    if not service:
-        raise ValueError("name the Sentinel service: redis+sentinel://HOST:PORT/SERVICE")
-    if db and not db.isdigit():
-        raise ValueError(f"database {db!r} is not a number")
-    return nodes, service, int(db or 0)
+class LazyCluster:
+    """redis-py's RedisCluster, built at first use. Its constructor reads the slot
+    map from the seeds and raises if none answers: built lazily (and again at the
+    next call after a failure), a relay starts while the cluster is down and
+    applies its fail mode, as with a plain Redis client, which connects lazily."""
+
+    def __init__(self, build: Callable[[], redis.cluster.RedisCluster]) -> None:
+        self._build = build
+        self._client: redis.cluster.RedisCluster | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def cluster(self) -> redis.cluster.RedisCluster:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    try:
+                        self._client = self._build()
+                    except redis.exceptions.RedisClusterException as exc:
+                        raise redis.ConnectionError(f"Redis Cluster: {exc}") from exc
+        return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cluster, name)
+
+
+def is_cluster(client: object) -> bool:
+    return isinstance(client, LazyCluster | redis.cluster.RedisCluster)
 
 
 class RedisStore:
@@ -181,7 +235,10 @@ class RedisStore:
         key = self.keys.block(subject)
         fields = {k: json.dumps(v) for k, v in asdict(record).items()}
         with redis_errors("block write"):
-            pipe = self.client.pipeline(transaction=True)
+            # The block's hash and the index are in different slots: on a Cluster
+            # they cannot share a MULTI, so the hash goes first (a listed block
+            # always has its record); one Redis keeps the transaction.
+            pipe = self.client.pipeline(transaction=not is_cluster(self.client))
             pipe.delete(key)
             pipe.hset(key, mapping=fields)  # type: ignore[arg-type]  # redis-py's Mapping is invariant
             if record.until is not None:
@@ -191,7 +248,7 @@ class RedisStore:
 
     def remove_block(self, subject: Subject) -> bool:
         with redis_errors("block removal"):
-            pipe = self.client.pipeline(transaction=True)
+            pipe = self.client.pipeline(transaction=not is_cluster(self.client))
             pipe.delete(self.keys.block(subject))
             pipe.zrem(self.keys.block_index, str(subject))
             removed, _ = pipe.execute()
@@ -264,7 +321,7 @@ class RedisStore:
         no longer knows (NOSCRIPT, after a restart or a failover) are loaded and just
         those commands run again: a decision answered 250 is still counted, and
         nothing else runs twice."""
-        stack = list(pipe.command_stack)
+        stack = _queued(pipe)
         results: list[Any] = pipeline.execute(pipe)
         missing = [n for n, result in enumerate(results) if _noscript(result)]
         if missing:

@@ -12,16 +12,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from relaywarden.devstack.milter import MilterProcess
 from relaywarden.devstack.postfix import PostfixInstance
-from relaywarden.devstack.redis import RedisServer
+from relaywarden.devstack.redis import ClusterServers
 from relaywarden.devstack.sink import Sink
 from relaywarden.devstack.stack import Stack
 from relaywarden.limits import escalation
-from relaywarden.store import RedisStore
+from relaywarden.store import RedisStore, connect
 from tests.e2e_support import Receiver
+from tests.redis_backend import (
+    CLUSTER,
+    DECLARING,
+    guard_scripts,
+    start_redis,
+    unguard_scripts,
+)
 
 TESTS = Path(__file__).parent
 E2E_POLICY = TESTS / "policies" / "e2e.toml"
@@ -81,12 +87,32 @@ def private_stack(tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-t
 @pytest.fixture
 def redis_store(tmp_path: Path) -> Iterator[RedisStore]:
     """A RedisStore on a redis-server of the test's own, stopped after it."""
-    server = RedisServer()
-    url = server.start(tmp_path)
+    url, server = start_redis(tmp_path)
     try:
-        yield RedisStore(redis.Redis.from_url(url), "rwtest")
+        yield RedisStore(connect(url, 5.0), "rwtest")
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterServers]:
+    """A real 3-master Redis Cluster (redis-server --cluster-enabled yes, joined by
+    redis-cli --cluster create) on free loopback ports, stopped by PID at the end."""
+    cluster = ClusterServers()
+    cluster.start(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scripts_declare_their_keys() -> Iterator[None]:
+    """On a Cluster run (RELAYWARDEN_TEST_REDIS=cluster) every script call checks
+    that each key it touches is in KEYS (tests/redis_backend.py)."""
+    saved = guard_scripts(DECLARING) if CLUSTER else {}
+    yield
+    unguard_scripts(saved)
 
 
 @pytest.fixture(scope="module")

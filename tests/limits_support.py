@@ -17,7 +17,7 @@ from relaywarden.errors import StoreError
 from relaywarden.identity import Inventory, identify
 from relaywarden.message import Message, normalise_ip
 from relaywarden.policy import Policy
-from relaywarden.store import Outcome, RedisStore
+from relaywarden.store import Outcome, RedisStore, is_cluster
 from relaywarden.verdict import Action, Verdict
 
 # The limit path alone: the other checks (headers, senders) would add findings of
@@ -114,9 +114,50 @@ def transaction(
 
 
 def count_round_trips(client: redis.Redis) -> Callable[[], int]:
-    """Packets written to Redis: one per command, one per pipeline."""
+    """Packets written to Redis: one per command, one per pipeline. On a Cluster a
+    pipeline is one batch per node, all written before any is read: one round trip
+    however many nodes, so there it counts commands and pipelines executed
+    (`count_node_batches` counts the batches)."""
     sent = [0]
-    pool = client.connection_pool
+    if is_cluster(client):
+        _count_executions(client, sent)
+    else:
+        _count_sends(client.connection_pool, sent)
+    return lambda: sent[0]
+
+
+def count_node_batches(client: redis.Redis) -> Callable[[], int]:
+    """Packets written to the nodes of a Cluster: one per node per pipeline."""
+    sent = [0]
+    assert is_cluster(client)
+    for node in client.get_nodes():
+        _count_sends(node.redis_connection.connection_pool, sent)
+    return lambda: sent[0]
+
+
+def _count_executions(client: Any, sent: list[int]) -> None:
+    command, pipeline = client.execute_command, client.pipeline
+
+    def execute_command(*args: Any, **kw: Any) -> Any:
+        sent[0] += 1
+        return command(*args, **kw)
+
+    def counted_pipeline(*args: Any, **kw: Any) -> Any:
+        pipe = pipeline(*args, **kw)
+        run = pipe.execute
+
+        def execute(*a: Any, **k: Any) -> Any:
+            sent[0] += 1
+            return run(*a, **k)
+
+        pipe.execute = execute
+        return pipe
+
+    client.execute_command = execute_command
+    client.pipeline = counted_pipeline
+
+
+def _count_sends(pool: Any, sent: list[int]) -> None:
     original = pool.get_connection
 
     def get_connection(*args: Any, **kw: Any) -> Any:
@@ -132,5 +173,4 @@ def count_round_trips(client: redis.Redis) -> Callable[[], int]:
             conn._rw_counted = True
         return conn
 
-    pool.get_connection = get_connection  # type: ignore[method-assign]
-    return lambda: sent[0]
+    pool.get_connection = get_connection

@@ -13,9 +13,9 @@ import Milter
 import pytest
 from Milter.testctx import TestCtx as MilterCtx  # not a pytest class
 
-from relaywarden.devstack.redis import RedisServer
 from relaywarden.milter.adapter import RelayWardenMilter
 from relaywarden.runtime import Overrides, Runtime
+from tests.redis_backend import start_redis
 
 # TestCtx treats a NOREPLY answer as a failed connect, so it plays an MTA that
 # does not negotiate no-reply: every callback then answers CONTINUE.
@@ -51,8 +51,7 @@ def adapter_runtime(
     monkeypatch.setattr(MilterCtx, "default_opts", ctx_opts())
     if quarantine:
         monkeypatch.setattr(MilterCtx, "quarantine", hold, raising=False)
-    server = RedisServer()
-    url = server.start(tmp_path)
+    url, server = start_redis(tmp_path)
     policy = tmp_path / "policy.toml"
     policy.write_text(policy_text)
     rt = Runtime.start(policy, Overrides(redis_url=url))

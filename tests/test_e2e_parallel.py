@@ -1,5 +1,6 @@
 """A VPS that opens many SMTP sessions at once, through real Postfix: one relay,
-then two relays (two Postfix instances, two `relaywarden run`) sharing one Redis.
+then two relays (two Postfix instances, two `relaywarden run`) sharing one Redis,
+then the same two against a real 3-master Redis Cluster (redis+cluster://).
 
 The milters run on the engine's test clock (RELAYWARDEN_TEST_CLOCK), so the
 window cannot slide while the test sends: exactly the limit may be delivered,
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from relaywarden.devstack.redis import ClusterServers
 from relaywarden.devstack.smtpclient import SendResult, Session
 from relaywarden.devstack.stack import Stack
 from tests.mail import message
@@ -48,6 +50,25 @@ def relays(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Stack]]:
     finally:
         for stack in reversed(started):
             stack.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster_relays(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Stack]]:
+    """Two relays whose milters share a real 3-master Redis Cluster."""
+    workdir = Path(tmp_path_factory.mktemp("parallel-cluster"))
+    policy = workdir / "policy.toml"
+    policy.write_text(POLICY)
+    cluster = ClusterServers()
+    url = cluster.start(workdir / "cluster")
+    started: list[Stack] = []
+    try:
+        for _ in range(2):
+            started.append(Stack(policy, redis_url=url, milter_env=CLOCK).start())
+        yield started
+    finally:
+        for stack in reversed(started):
+            stack.stop()
+        cluster.stop()
 
 
 def _session(stack: Stack, client: str, n: int) -> list[SendResult]:
@@ -108,3 +129,16 @@ def test_parallel_sessions_over_two_relays_deliver_at_most_the_limit_in_total(
     _refusals_are_rate_limits(results)
     assert sum(r.accepted for r in results) == LIMIT
     assert delivered(relays, results) == LIMIT
+
+
+def test_parallel_sessions_against_a_redis_cluster_deliver_at_most_the_limit(
+    cluster_relays: list[Stack],
+) -> None:
+    one = blast(cluster_relays[:1], "203.0.113.23")  # one relay
+    _refusals_are_rate_limits(one)
+    assert sum(r.accepted for r in one) == LIMIT
+    assert delivered(cluster_relays[:1], one) == LIMIT
+    both = blast(cluster_relays, "203.0.113.24")  # two relays, one cluster
+    _refusals_are_rate_limits(both)
+    assert sum(r.accepted for r in both) == LIMIT
+    assert delivered(cluster_relays, both) == LIMIT

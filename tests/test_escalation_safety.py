@@ -12,7 +12,6 @@ from typing import Any
 
 import Milter
 import pytest
-import redis
 
 from relaywarden import audit, blocking
 from relaywarden.checks import limits as limits_check
@@ -25,6 +24,7 @@ from relaywarden.store import RedisStore
 from relaywarden.subjects import parse_subject
 from tests.mail import message
 from tests.milter_ctx import adapter_runtime, deliver, open_ctx
+from tests.redis_backend import fresh_client
 
 VPS = "203.0.113.60"
 HONEST = "198.51.100.60"  # plan "plain": 20 messages an hour, nothing else
@@ -193,11 +193,10 @@ def test_two_relays_seeing_the_same_hit_make_one_block_one_audit_one_notice(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job = _earn_block(runtime, monkeypatch)
-    kwargs = runtime.store.client.connection_pool.connection_kwargs
     relays = [
         escalation.Job(
             RedisStore(
-                redis.Redis(connection_pool=redis.ConnectionPool(**kwargs)),
+                fresh_client(runtime.store.client),
                 runtime.store.keys.prefix,
             ),
             job.policy,

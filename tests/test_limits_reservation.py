@@ -13,6 +13,7 @@ import redis
 
 from relaywarden.limits.status import subject_status
 from relaywarden.runtime import Runtime
+from relaywarden.store import is_cluster
 from relaywarden.subjects import parse_subject
 from tests.limits_support import count_round_trips
 from tests.mail import message
@@ -54,9 +55,16 @@ def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime
 
 def reservations(store_client: redis.Redis) -> int:
     """Live reservations, read on a client of its own (not counted as the milter's)."""
-    kwargs = store_client.connection_pool.connection_kwargs
-    client = redis.Redis(connection_pool=redis.ConnectionPool(**kwargs))
-    return sum(int(client.zcard(k)) for k in client.scan_iter(match="rw:l:*:q"))
+    if is_cluster(store_client):
+        nodes = [n.redis_connection for n in store_client.get_primaries()]
+        clients = [
+            redis.Redis(connection_pool=redis.ConnectionPool(**n.connection_pool.connection_kwargs))
+            for n in nodes
+        ]
+    else:
+        kwargs = store_client.connection_pool.connection_kwargs
+        clients = [redis.Redis(connection_pool=redis.ConnectionPool(**kwargs))]
+    return sum(int(c.zcard(k)) for c in clients for k in c.scan_iter(match="rw:l:*:q"))
 
 
 def test_abort_gives_the_reservation_back_in_the_second_round_trip(runtime: Runtime) -> None:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from relaywarden.devstack.redis import RedisServer
 from relaywarden.limits import scripts
+from relaywarden.limits.model import ring_keys
 
 NSUB = 10
 
@@ -111,11 +112,14 @@ def test_unique_counts_cover_the_window_within_the_bound(
     seen: list[tuple[float, str]] = []
     for gap, member in events:
         now += gap
-        add = {"s": [{"c": [], "u": [["R", window, [f"m{member}"]]], "ttl": 1000}]}
-        client.evalsha(scripts.SHA["commit"], 1, key, repr(now), json.dumps(add))
+        # KEYS: the state hash (and its reservations, for commit.lua), then the
+        # unique count's ring of three HyperLogLogs.
+        ring = ring_keys(key, "R", window)
+        add = {"s": [{"c": [], "u": [["R", window, [f"m{member}"], 0, 3]], "ttl": 1000}]}
+        client.evalsha(scripts.SHA["commit"], 5, key, key + ":q", *ring, repr(now), json.dumps(add))
         seen.append((now, f"m{member}"))
-        read = {"s": [{"c": [], "u": [["R", window]], "m": 0}]}
-        reply = client.evalsha(scripts.SHA["check"], 1, key, repr(now), json.dumps(read))
+        read = {"s": [{"c": [], "u": [["R", window, 0, 2]], "m": 0}]}
+        reply = client.evalsha(scripts.SHA["check"], 4, key, *ring, repr(now), json.dumps(read))
         count = int(reply[1][0][1][0])  # type: ignore[index]
         low = len({m for t, m in seen if t >= now - window})
         high = len({m for t, m in seen if t >= now - 1.5 * window})

@@ -22,6 +22,7 @@ from relaywarden.daemon.banner import redacted_url
 from relaywarden.daemon.sockets import EXIT_CANNOT_LISTEN
 from relaywarden.devstack.procs import free_port, poll_until
 from relaywarden.store import RedisStore
+from tests.redis_backend import url_of
 
 ROOT = Path(__file__).resolve().parents[1]
 DEAD_REDIS = "redis://127.0.0.1:1/0"
@@ -246,12 +247,11 @@ def test_schema_version_is_written_once_and_a_newer_one_refuses_to_start(
         schema.check(redis_store)
 
     # The milter against that Redis: one line, exit 4, nothing served.
-    url = redis_store.client.connection_pool.connection_kwargs
     policy = tmp_path / "p.toml"
     policy.write_text(f'[redis]\nkey_prefix = "{redis_store.keys.prefix}"\n')
     out = run_to_exit(
         policy,
-        "--redis-url", f"redis://{url['host']}:{url['port']}/0",
+        "--redis-url", url_of(redis_store.client),
         "--listen", f"inet:{free_port()}@127.0.0.1",
     )  # fmt: skip
     assert out.returncode == schema.EXIT_SCHEMA

@@ -23,7 +23,7 @@ app.add_typer(group, name="campaigns")
 
 def _open(config: Path | None, redis_url: str | None) -> tuple[Policy, RedisStore]:
     policy = policy_or_exit(config)
-    client = connect(redis_url or policy.redis.url, max(policy.redis.timeout, 5.0))
+    client = connect(redis_url or policy.redis.client_url, max(policy.redis.timeout, 5.0))
     return policy, RedisStore(client, policy.redis.key_prefix, policy.redis.events_maxlen)
 
 

@@ -32,7 +32,7 @@ def trace_cmd(
     if info is None:
         typer.echo("error: not a trace token made with this policy's [[trace.keys]]", err=True)
         raise typer.Exit(1)
-    client = connect(redis_url or policy.redis.url, max(policy.redis.timeout, 5.0))
+    client = connect(redis_url or policy.redis.client_url, max(policy.redis.timeout, 5.0))
     store = RedisStore(client, policy.redis.key_prefix, policy.redis.events_maxlen)
     problem = ""
     try:

@@ -15,12 +15,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from redis.crc import key_slot
+
 from relaywarden import trace
 from relaywarden.complaints.report import Report, read
 from relaywarden.limits import scripts
 from relaywarden.outcomes import counters
 from relaywarden.policy import Policy
-from relaywarden.store import RedisStore, redis_errors
+from relaywarden.store import RedisStore, is_cluster, redis_errors
 from relaywarden.subjects import Subject
 from relaywarden.trace.record import lookup
 
@@ -114,10 +116,22 @@ def _store(
             maxlen=policy.complaints.keep,
             approximate=True,
         )
-        if scopes:
+        if not scopes:
+            return
+        if not is_cluster(store.client):
             # KEYS[1] is unused without "from"/"to": the stream key stands in.
             spec = json.dumps({"s": scopes})
             scripts.evalsha(pipe, "outcomes", [stream_key(prefix), *keys], ["", spec])
+            return
+        # A Cluster: one call per slot (a subject's two keys share its hash tag);
+        # the group's first key stands in for the unused KEYS[1].
+        groups: dict[int, list[int]] = {}
+        for n, key in enumerate(keys):
+            groups.setdefault(key_slot(key.encode()), []).append(n)
+        for members in groups.values():
+            spec = json.dumps({"s": [scopes[n] for n in members]})
+            group = [keys[n] for n in members]
+            scripts.evalsha(pipe, "outcomes", [group[0], *group], ["", spec])
 
     scripts.run(store.client, build, "recording a complaint")
 

@@ -17,6 +17,10 @@ from relaywarden.policy.loader import DEFAULT_POLICY
 
 def redacted_url(url: str) -> str:
     """A Redis URL without its password."""
+    if url.startswith("redis+cluster://") and "@" in url:  # several hosts: not for urlsplit
+        auth, _, hosts = url.removeprefix("redis+cluster://").rpartition("@")
+        user = auth.partition(":")[0]
+        return f"redis+cluster://{user}:***@{hosts}"
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -31,7 +35,7 @@ def startup_fields(policy: Policy, policy_path: Path | None) -> dict[str, object
     return {
         "version": __version__,
         "policy": str(policy_path or DEFAULT_POLICY),
-        "redis": redacted_url(policy.redis.url),
+        "redis": redacted_url(policy.redis.client_url),
         "nameservers": list(policy.dns.nameservers) or "system resolver",
         "relay": policy.quarantine.relay,
         "mode": getattr(policy.milter, "mode", "enforce"),

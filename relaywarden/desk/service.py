@@ -119,7 +119,7 @@ class Desk:
         cls, policy: Policy, redis_url: str | None = None, policy_path: Path | None = None
     ) -> Desk:
         # The desk is interactive: a slow Redis should answer within seconds.
-        client = connect(redis_url or policy.redis.url, max(policy.redis.timeout, 5.0))
+        client = connect(redis_url or policy.redis.client_url, max(policy.redis.timeout, 5.0))
         store = RedisStore(client, policy.redis.key_prefix, policy.redis.events_maxlen)
         q = policy.quarantine
         tools = PostfixTools(q.postfix_config_dir, q.postfix_bin_dir, q.command_timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Self
 
@@ -154,3 +155,76 @@ class SentinelServer(StopsOnExit):
         if self.proc is not None:
             self.proc.stop()
             self.proc = None
+
+
+class ClusterServers(StopsOnExit):
+    """A real Redis Cluster on loopback: `masters` redis-server processes with
+    `--cluster-enabled yes` (no replicas), joined by `redis-cli --cluster create`,
+    each our child, stopped by PID. `start` returns the redis+cluster:// URL once
+    every node says `cluster_state:ok`."""
+
+    def __init__(self, masters: int = 3, start_timeout: float = 30.0) -> None:
+        found = shutil.which("redis-cli")
+        if found is None:
+            raise FileNotFoundError("redis-cli not found on PATH")
+        self.cli = found
+        self.start_timeout = start_timeout
+        self.servers = [
+            RedisServer(
+                options={
+                    "cluster-enabled": "yes",
+                    "cluster-config-file": "nodes.conf",  # in the node's own workdir
+                    "cluster-node-timeout": "2000",
+                    # The bus port defaults to port + 10000: maybe taken, maybe > 65535.
+                    "cluster-port": str(free_port()),
+                }
+            )
+            for _ in range(masters)
+        ]
+
+    @property
+    def ports(self) -> list[int]:
+        return [s.port for s in self.servers if s.port is not None]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"{LOOPBACK}:{p}" for p in self.ports)
+
+    def start(self, workdir: Path) -> str:
+        try:
+            for n, server in enumerate(self.servers):
+                server.start(workdir / f"node{n}")
+            nodes = [f"{LOOPBACK}:{p}" for p in self.ports]
+            done = subprocess.run(
+                [self.cli, "--cluster", "create", *nodes, "--cluster-yes"],
+                capture_output=True,
+                text=True,
+                timeout=self.start_timeout,
+                check=False,
+            )
+            if done.returncode != 0:
+                output = done.stdout + done.stderr
+                raise RuntimeError(f"redis-cli --cluster create failed:\n{output}")
+            poll_until(self._ok, self.start_timeout, "cluster_state:ok on every node")
+        except BaseException:
+            self.stop()
+            raise
+        return self.url
+
+    def _ok(self) -> bool:
+        for port in self.ports:
+            client = redis.Redis(host=LOOPBACK, port=port, socket_timeout=1)
+            try:
+                info = client.execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]
+            except redis.RedisError:
+                return False
+            finally:
+                client.close()
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            if "cluster_state:ok" not in text:
+                return False
+        return True
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()

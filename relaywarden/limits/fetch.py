@@ -36,6 +36,7 @@ from relaywarden.limits.model import (
     limited_uniques,
     member,
     reads_for,
+    ring_keys,
     scopes_for,
     tag_groups,
 )
@@ -117,6 +118,31 @@ def _zindex(keys: list[str], scope: Scope, code: str, window: float) -> int:
     return declare(keys, distinct_key(scope, code, window))
 
 
+def _unique_read(keys: list[str], scope: Scope, code: str, window: float) -> list[Any]:
+    """[code, window, exact set's KEYS index, HyperLogLog ring's KEYS index]."""
+    z = _zindex(keys, scope, code, window)
+    return [code, window, z, ring_index(keys, scope.key, code, window, z)]
+
+
+def _unique_commit(
+    keys: list[str], scope: Scope, u: tuple[str, float, list[str], str]
+) -> list[Any]:
+    """commit.lua's [code, window, members, exact set's index, ring's index]."""
+    code, window, members, zkey = u
+    z = declare(keys, zkey) if zkey else 0
+    return [code, window, members, z, ring_index(keys, scope.key, code, window, z)]
+
+
+def ring_index(keys: list[str], key: str, code: str, window: float, zindex: int) -> int:
+    """KEYS index of the first of a HyperLogLog count's ring of three (model.ring_keys,
+    declared in that order); 0 for a unique limit's exact set (zindex > 0)."""
+    if zindex:
+        return 0
+    first, *rest = (declare(keys, k) for k in ring_keys(key, code, window))
+    assert rest == [first + 1, first + 2], "a ring's keys are declared together"
+    return first
+
+
 def _queue_check(
     pipe: redis.client.Pipeline, scopes: list[Scope], reads: list[Read], clock: str
 ) -> None:
@@ -125,7 +151,7 @@ def _queue_check(
         "s": [
             {
                 "c": [[code, w, NSUB] for code, w in r.counters],
-                "u": [[code, w, _zindex(keys, scope, code, w)] for code, w in r.uniques],
+                "u": [_unique_read(keys, scope, code, w) for code, w in r.uniques],
                 "m": 1 if scope.meta else 0,
             }
             for scope, r in zip(scopes, reads, strict=True)
@@ -235,7 +261,7 @@ def _spec_reserve(
             found = cache[key] = (scope.limits, _scope_spec(scope, read))
         counters, limits, scaled, meta = found[1]
         uniques = [
-            [c, w, limits.get((c, w), -1), scaled, _zindex(keys, scope, c, w)]
+            [c, w, limits.get((c, w), -1), scaled, *_unique_read(keys, scope, c, w)[2:]]
             for c, w in read.uniques
         ]
         out.append({"c": counters, "u": uniques, "m": meta})
@@ -516,8 +542,8 @@ def queue_commit(pipe: redis.client.Pipeline, state: LimitState, usage: Usage) -
         todo = [(st, spec) for st, spec in specs if spec is not None]
         if todo:
             keys = script_keys([st.scope for st, _ in todo])
-            for _, spec in todo:  # the exact sets' keys: declared, as KEYS indices
-                spec["u"] = [[c, w, m, declare(keys, z) if z else 0] for c, w, m, z in spec["u"]]
+            for st, spec in todo:  # the unique counts' keys: declared, as KEYS indices
+                spec["u"] = [_unique_commit(keys, st.scope, u) for u in spec["u"]]
             body = fastjson.dumps({"s": [spec for _, spec in todo]})
             scripts.evalsha(pipe, "commit", keys, [state.clock, body])
     state.settled = True

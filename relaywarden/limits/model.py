@@ -60,6 +60,13 @@ class Scope:
         return f"{self.key}:q"
 
 
+def ring_keys(key: str, code: str, window: float) -> list[str]:
+    """The three HyperLogLogs of a unique count (`code` over `window`) of the scope
+    whose state hash is `key`: a ring of half-window buckets (lua/window.lua). Fixed
+    names, so every script that touches them declares them in KEYS; same hash tag."""
+    return [f"{key}:U{code}{window:g}:r{slot}" for slot in range(3)]
+
+
 def distinct_key(scope: Scope, code: str, window: float) -> str:
     """The exact set (sorted set: member -> last counted) behind a unique-recipient or
     unique-domain limit of `scope`: same hash tag, declared in the scripts' KEYS."""

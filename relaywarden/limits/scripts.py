@@ -15,6 +15,7 @@ from importlib import resources
 from typing import Any
 
 import redis
+from redis.cluster import ClusterPipeline
 from redis.exceptions import NoScriptError, ResponseError
 
 from relaywarden import pipeline
@@ -43,7 +44,18 @@ PipelineBuilder = Callable[["redis.client.Pipeline"], None]
 
 
 def evalsha(pipe: redis.client.Pipeline, name: str, keys: list[str], args: list[str]) -> None:
-    pipe.evalsha(SHA[name], len(keys), *keys, *args)
+    command = ("EVALSHA", SHA[name], len(keys), *keys, *args)
+    if isinstance(pipe, ClusterPipeline):
+        # On a Cluster pipeline redis-py (8.1) refuses pipe.evalsha (redis-py
+        # #2914) and, for a command not in its policy table, asks the server
+        # COMMAND GETKEYS first: one more round trip per script. Its own slot of
+        # the KEYS (refused here if they span slots) and its own slot map name the
+        # node instead; after a MOVED it routes the retry itself.
+        slot = pipe.determine_slot(*command[: 3 + len(keys)])
+        node = pipe.nodes_manager.get_node_from_slot(slot)
+        pipe.execute_command(*command, target_nodes=node)
+        return
+    pipe.execute_command(*command)  # type: ignore[no-untyped-call]
 
 
 def load(client: redis.Redis) -> None:

@@ -7,16 +7,18 @@ decided (commit.lua), so a refused or aborted transaction costs nothing.
 KEYS[i]  the state hash of scope i (a VPS, a customer, a SASL login, a sender
          or the global ceiling). All KEYS of one call share a hash tag (the
          customer's, or the VPS's for a VPS in no inventory), so the call runs on
-         one Redis Cluster slot. The HyperLogLogs of scope i live at keys derived
-         from KEYS[i] by suffix ("KEYS[i]:U<unit><window>:<bucket>"), the same tag.
+         one Redis Cluster slot. After them, the keys of the unique counts (a
+         unique limit's sorted set, or a ring of three HyperLogLogs, see
+         window.lua), the same tag: every key a script touches is in KEYS.
 ARGV[1]  "" to take the time from Redis TIME; else seconds since the epoch.
          Tests inject a clock this way; production never passes one, so time
          never mixes client and server clocks.
 ARGV[2]  JSON: {"s": [scope, ...]} in KEYS order, each scope
            {"c": [[unit, window, nsub], ...],   counters to read
-            "u": [[unit, window, k], ...],      unique counts to read: k = 0, the
-                                                HyperLogLogs; else KEYS[k], a unique
-                                                limit's sorted set (exact; commit.lua)
+            "u": [[unit, window, k, r], ...],   unique counts to read: k = 0, the
+                                                HyperLogLogs KEYS[r..r+2]; else
+                                                KEYS[k], a unique limit's sorted set
+                                                (exact; commit.lua)
             "m": 1}                             1: also return the meta fields
 
 Returns  {now, {scope result, ...}} with each scope result
@@ -58,7 +60,8 @@ for n, scope in ipairs(spec["s"]) do
   end
   for _, u in ipairs(scope["u"]) do
     local k = u[3] or 0
-    uniques[#uniques + 1] = tostring(k > 0 and distinct(KEYS[k], u[2]) or unique(key, u[1], u[2]))
+    local count = k > 0 and distinct(KEYS[k], u[2]) or unique(h, u[1], u[2], u[4])
+    uniques[#uniques + 1] = tostring(count)
   end
   if scope["m"] == 1 then
     for _, name in ipairs(META) do

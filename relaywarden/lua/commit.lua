@@ -5,15 +5,15 @@ so a message costs one round trip at MAIL FROM (check.lua) and one here. The
 sliding-window layout, its error bound and the key layout are documented in
 check.lua; this script writes what that one reads.
 
-KEYS[2i-1]  the state hash of scope i; HyperLogLogs at "<hash>:U<unit><window>:<bucket>"
-            (same hash tag, see check.lua);
+KEYS[2i-1]  the state hash of scope i;
 KEYS[2i]    its reservations (sorted set, see reserve.lua), same hash tag.
 ARGV[1]  "" for Redis TIME, else seconds since the epoch (an injected test clock).
 ARGV[2]  JSON: {"s": [scope, ...]} in KEYS order (pairs), each scope
            {"c":   [[unit, window, nsub, amount, once], ...],  counters to add to
                    (once = 1: at most `amount` per sub-bucket, for hits)
-            "u":   [[unit, window, [member, ...], k], ...], members to add (hashed
-                   by the caller): k = 0, to the HyperLogLogs; else to KEYS[k], a
+            "u":   [[unit, window, [member, ...], k, r], ...], members to add (hashed
+                   by the caller): k = 0, to the HyperLogLog ring KEYS[r..r+2]
+                   (window.lua); else to KEYS[k], a
                    unique limit's sorted set (member -> now; those older than the
                    window go), declared after the pairs, same hash tag
             "ttl": seconds,     the hash's expiry, refreshed on every commit
@@ -33,7 +33,7 @@ about rate * w.
 Penalty: p' = p * 0.5^(dt/half_life) + add, so clean (or no) mail lets it decay.
 ]==]
 
--- now, spec, fmt (prelude.lua); unreserve, SUMS (window.lua).
+-- now, spec, fmt (prelude.lua); unreserve, SUMS, ring_current (window.lua).
 
 -- Stored numbers kept short (memory per VPS): times to the second, rates and
 -- penalties to 6 significant digits.
@@ -61,17 +61,17 @@ local function add(key, unit, window, nsub, amount, once)
   redis.call("HSET", key, field, string.format("%d:%d", i, total))
 end
 
-local function add_members(key, unit, window, members)
+local function add_members(key, unit, window, members, k)
+  if #members == 0 then
+    return 0
+  end
   local g = window / 2
-  local i = math.floor(now / g)
-  local hll = key .. ":U" .. unit .. fmt(window) .. ":" .. string.format("%d", i)
+  local hll = ring_current(key, unit, window, k)
   local new = 0
   for _, m in ipairs(members) do
     new = new + redis.call("PFADD", hll, m)
   end
-  if #members > 0 then
-    redis.call("EXPIRE", hll, math.ceil(window + g) + 1)
-  end
+  redis.call("EXPIRE", hll, math.ceil(window + g) + 1)
   return new
 end
 
@@ -110,7 +110,7 @@ for n, scope in ipairs(spec["s"]) do
     if k > 0 then
       new[#new + 1] = add_distinct(KEYS[k], u[2], u[3])
     else
-      new[#new + 1] = add_members(key, u[1], u[2], u[3])
+      new[#new + 1] = add_members(key, u[1], u[2], u[3], u[5])
     end
   end
   if scope["fs"] == 1 then

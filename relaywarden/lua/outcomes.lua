@@ -15,15 +15,40 @@ ARGV[2]  JSON: {"from": [inode, offset],            where this batch starts: the
                                                     one entry per KEYS[i], i >= 2
          Without "from" and "to" (the complaints listener) only the counts are
          added; KEYS[1] is then not touched.
-Returns  {1, now} when counted; {0, inode, offset} when the stored position is
-         not "from" (another watcher moved it): nothing is counted.
+         On a Redis Cluster a batch's subjects sit in many slots, so no one script
+         can count them all and move the position. The watcher then moves the
+         position with "pending" (the batch's counts as JSON, id "g"): stored in
+         the position hash in the same step, nothing counted here. Then one call
+         per slot with "once": g (KEYS[1] a marker hash in that slot: counted
+         only if g is not in it yet), then "done": g clears "pending". A watcher
+         that dies in between finds "pending" at its next step and applies it
+         again: each slot counts it once (outcomes/watcher.py).
+Returns  {1, now} when counted (or already counted, "once"); {0, inode, offset}
+         when the stored position is not "from" (another watcher moved it):
+         nothing is counted; {2} when a pending batch must be applied first.
 
 Counters are the sliding-window ring of check.lua: field "<code><window>:<slot>"
 = "<bucket>:<count>", nsub+1 slots per (code, window); a reader sums the buckets
 i-nsub .. i (relaywarden/outcomes/counters.py), within [count over W, count over W+W/nsub].
 ]==]
 
+if spec["done"] then
+  if redis.call("HGET", KEYS[1], "pgen") == spec["done"] then
+    redis.call("HDEL", KEYS[1], "pending", "pgen")
+  end
+  return {1, fmt(now)}
+end
+if spec["once"] then
+  if redis.call("HSETNX", KEYS[1], spec["once"], 1) == 0 then
+    return {1, fmt(now)}
+  end
+  redis.call("EXPIRE", KEYS[1], 86400)
+end
+
 local from = spec["from"]
+if from and spec["pending"] and redis.call("HEXISTS", KEYS[1], "pending") == 1 then
+  return {2}
+end
 if from then
   local pos = redis.call("HMGET", KEYS[1], "inode", "offset")
   local stored_inode = tonumber(pos[1]) or 0
@@ -58,5 +83,8 @@ end
 local to = spec["to"]
 if to then
   redis.call("HSET", KEYS[1], "inode", fmt(to[1]), "offset", fmt(to[2]), "path", to[3])
+  if spec["pending"] then
+    redis.call("HSET", KEYS[1], "pending", spec["pending"], "pgen", spec["pgen"])
+  end
 end
 return {1, fmt(now)}

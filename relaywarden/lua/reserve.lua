@@ -41,10 +41,11 @@ ARGV[2]  JSON:
                      to leave it) is not returned (it costs like a new one),
             "s":     [scope, ...] in KEYS order (pairs), each
                        {"c": [[unit, window, nsub, limit, scaled], ...],
-                        "u": [[unit, window, limit, scaled, k], ...],
+                        "u": [[unit, window, limit, scaled, k, r], ...],
                         (limit -1: read only, e.g. the hits and burst counters;
-                         k: 0 = HyperLogLogs, else KEYS[k] is the unique limit's
-                         sorted set, declared after the pairs, same hash tag)
+                         k: 0 = the HyperLogLog ring KEYS[r..r+2], else KEYS[k]
+                         is the unique limit's sorted set; both declared after
+                         the pairs, same hash tag)
                         "m": 1 to also return the meta fields}}
 Returns  {now, admitted (1/0), factor, {unit, allotment, ...}, member,
           {{counts per "c"}, {limits per "c"}, {counts per "u"}, {limits per "u"},
@@ -153,7 +154,7 @@ for n, scope in ipairs(spec["s"]) do
   end
   for _, u in ipairs(scope["u"]) do
     local unit, k = u[1], u[5] or 0
-    local counted = k > 0 and distinct(KEYS[k], u[2]) or unique(key, unit, u[2])
+    local counted = k > 0 and distinct(KEYS[k], u[2]) or unique(h, unit, u[2], u[6])
     local count = counted + held[n][unit]
     local limit = u[3] >= 0 and effective(u[3], u[4], factor) or -1
     if limit >= 0 then

@@ -5,7 +5,9 @@ read-only lookup (`relaywarden status`) and admission count the same way. The
 algorithm and its error bound are documented in check.lua.
   fields_of(key)                 the whole state hash as a table
   counter(h, unit, window, nsub) what was committed in the window (ring of buckets)
-  unique(key, unit, window)      distinct members in the window (HyperLogLog union)
+  unique(h, unit, window, k)     distinct members in the window (HyperLogLog union
+                                 of the ring KEYS[k..k+2])
+  ring_current(key, unit, window, k)  the ring's HyperLogLog for now
   distinct(zkey, window)         distinct members in the window, exactly (a unique
                                  limit's sorted set: member -> last time counted)
   unreserve(key, qkey, member, h)  take a removed reservation out of the sums
@@ -39,22 +41,44 @@ local function counter(h, unit, window, nsub)
   return total
 end
 
-local function unique(key, unit, window)
+-- Unique counts without a limit (burst detection): per (unit, window) a ring of
+-- 3 HyperLogLogs, KEYS[k], KEYS[k+1], KEYS[k+2] (declared by the caller: fixed
+-- names, the same hash tag as the state hash). Half-window bucket b lives in
+-- slot b mod 3; the state hash's field "U<unit><window>:<slot>" says which
+-- bucket a slot holds now.
+local function ring_field(unit, window, slot)
+  return "U" .. unit .. fmt(window) .. ":" .. string.format("%d", slot)
+end
+
+local function unique(h, unit, window, k)
   local g = window / 2
   local i = math.floor(now / g)
   local keys = {}
-  for b = i - 2, i do
-    local k = key .. ":U" .. unit .. fmt(window) .. ":" .. string.format("%d", b)
-    -- Only the buckets that exist: PFCOUNT of one key uses its cached count,
-    -- of several it merges registers (much slower).
-    if redis.call("EXISTS", k) == 1 then
-      keys[#keys + 1] = k
+  for slot = 0, 2 do
+    local b = tonumber(h[ring_field(unit, window, slot)] or "")
+    -- Only the buckets of the window that exist: PFCOUNT of one key uses its
+    -- cached count, of several it merges registers (much slower).
+    if b and b >= i - 2 and b <= i and redis.call("EXISTS", KEYS[k + slot]) == 1 then
+      keys[#keys + 1] = KEYS[k + slot]
     end
   end
   if #keys == 0 then
     return 0
   end
   return redis.call("PFCOUNT", unpack(keys))
+end
+
+-- The ring's HyperLogLog for the bucket of `now`, emptied first if it still holds
+-- an older bucket (commit.lua adds to it).
+local function ring_current(key, unit, window, k)
+  local i = math.floor(now / (window / 2))
+  local slot = i % 3
+  local field = ring_field(unit, window, slot)
+  if tonumber(redis.call("HGET", key, field) or "") ~= i then
+    redis.call("DEL", KEYS[k + slot])
+    redis.call("HSET", key, field, string.format("%d", i))
+  end
+  return KEYS[k + slot]
 end
 
 -- A unique limit's members are a sorted set scored by the last time each was

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
 from relaywarden.keys import digest
 from relaywarden.policy import Policy
-from relaywarden.store import Outcome, RedisStore, redis_errors
+from relaywarden.store import Outcome, RedisStore, is_cluster, redis_errors
 from relaywarden.subjects import Subject
 from relaywarden.verdict import Action
 
@@ -102,7 +102,10 @@ def lookup(store: RedisStore, relay: str, queue_ids: Sequence[str]) -> dict[str,
         return {}
     keys = [identity_key(store.keys.prefix, relay, q) for q in queue_ids]
     with redis_errors("queue id lookup"):
-        rows: list[Any] = store.client.mget(keys)
+        if is_cluster(store.client):  # one key per queue id: many slots, MGET per slot
+            rows: list[Any] = cast(Any, store.client).mget_nonatomic(keys)
+        else:
+            rows = store.client.mget(keys)
     return {
         q: (Identity.loads(r) if r is not None else None)
         for q, r in zip(queue_ids, rows, strict=True)

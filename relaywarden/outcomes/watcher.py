@@ -21,12 +21,14 @@ import json
 import logging
 import os
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import Counter
+from redis.crc import key_slot
 
 from relaywarden.identity import vps_key
 from relaywarden.limits import scripts
@@ -42,7 +44,7 @@ from relaywarden.outcomes.counters import (
 from relaywarden.outcomes.parse import AuthFailure, Delivery, Unknown, parse
 from relaywarden.outcomes.record import Identity, lookup
 from relaywarden.policy import Policy
-from relaywarden.store import RedisStore
+from relaywarden.store import RedisStore, is_cluster
 from relaywarden.subjects import Subject
 
 log = logging.getLogger("relaywarden.watch")
@@ -119,10 +121,12 @@ class Watcher:
         self.cache: OrderedDict[str, Identity | None] = OrderedDict()
         self.notify = notify
         self.totals = BatchStats()
+        self._pending: bytes | None = None
 
     # -- position ------------------------------------------------------------
     def stored_position(self) -> Position | None:
         row: dict[bytes, bytes] = self.store.client.hgetall(self.position_key)  # type: ignore[assignment]
+        self._pending = row.get(b"pending")  # Cluster: a batch moved past, not yet counted
         if not row:
             return None
         return Position(int(row.get(b"inode", b"0")), int(row.get(b"offset", b"0")))
@@ -154,6 +158,8 @@ class Watcher:
     def step(self) -> int:
         """Read, count and commit one batch; the number of lines it held."""
         stored = self.stored_position()
+        if self._pending is not None:
+            self._apply(self._pending)
         where = self._where_to_read(stored)
         if where is None:
             return 0
@@ -240,6 +246,8 @@ class Watcher:
         keys, scopes = counters.increments_spec(
             self.store.keys.prefix, increments, self.policy.outcomes.window
         )
+        if is_cluster(self.store.client):
+            return self._commit_in_slots(base, end, path, keys, scopes)
         keys = [self.position_key, *keys]
         spec = {
             "from": [base.inode, base.offset],
@@ -252,6 +260,58 @@ class Watcher:
 
         (result,) = scripts.run(self.store.client, build, "counting delivery outcomes")
         return int(result[0]) == 1
+
+    def _commit_in_slots(
+        self, base: Position, end: Position, path: str, keys: list[str], scopes: list[Any]
+    ) -> bool:
+        """A Cluster: move the position with the batch's counts kept beside it
+        ("pending"), then count them slot by slot, each slot once (outcomes.lua)."""
+        gen = uuid.uuid4().hex
+        pending = json.dumps({"g": gen, "k": keys, "s": scopes})
+        spec = {
+            "from": [base.inode, base.offset],
+            "to": [end.inode, end.offset, path],
+            "s": [],
+            "pending": pending,
+            "pgen": gen,
+        }
+
+        def move(pipe: Any) -> None:
+            scripts.evalsha(pipe, "outcomes", [self.position_key], [self.clock, json.dumps(spec)])
+
+        (result,) = scripts.run(self.store.client, move, "moving the log position")
+        if int(result[0]) != 1:
+            return False
+        self._apply(pending.encode())
+        return True
+
+    def _apply(self, pending: bytes) -> None:
+        """Count a pending batch in every slot it touches (each slot at most once),
+        then clear it: one pipeline, one batch per node, and one call."""
+        batch = json.loads(pending)
+        gen, keys, scopes = batch["g"], batch["k"], batch["s"]
+        groups: dict[int, list[int]] = {}
+        for n, key in enumerate(keys):
+            groups.setdefault(key_slot(key.encode()), []).append(n)
+        prefix = self.store.keys.prefix
+
+        def count(pipe: Any) -> None:
+            for members in groups.values():
+                first = keys[members[0]]
+                tag = first[first.index("{") + 1 : first.index("}")]
+                marker = f"{prefix}:outmark:{{{tag}}}"  # the same slot as the counters
+                spec = {"once": gen, "s": [scopes[n] for n in members]}
+                group_keys = [marker, *(keys[n] for n in members)]
+                scripts.evalsha(pipe, "outcomes", group_keys, [self.clock, json.dumps(spec)])
+
+        if groups:
+            scripts.run(self.store.client, count, "counting delivery outcomes")
+        done = json.dumps({"done": gen})
+
+        def clear(pipe: Any) -> None:
+            scripts.evalsha(pipe, "outcomes", [self.position_key], [self.clock, done])
+
+        scripts.run(self.store.client, clear, "clearing the counted batch")
 
     # -- loops -----------------------------------------------------------------
     def run_once(self, max_batches: int = 1_000_000) -> BatchStats:

@@ -109,20 +109,62 @@ class RedisSection(Section):
     # probe is let through. "0s" turns the breaker off.
     breaker_failures: int = Field(default=1, ge=1, le=100)
     breaker_interval: Duration = 2.0
+    # Redis Cluster: `cluster = true` makes `url` (redis://HOST:PORT) one seed node
+    # and `nodes` more of them; the same as url = "redis+cluster://HOST:PORT,...".
+    cluster: bool = False
+    nodes: list[str] = Field(default_factory=list)
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
+        schemes = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")
+        if not value.startswith(schemes):
             raise ValueError(
-                "a Redis URL starts with redis://, rediss://, unix:// or "
-                "redis+sentinel://HOST:PORT[,HOST:PORT]/SERVICE"
+                "a Redis URL starts with redis://, rediss://, unix://, "
+                "redis+sentinel://HOST:PORT[,HOST:PORT]/SERVICE or "
+                "redis+cluster://HOST:PORT[,HOST:PORT]"
             )
-        if value.startswith("redis+sentinel://"):
-            from relaywarden.store import parse_sentinel_url
+        from relaywarden.redisurl import parse_cluster_url, parse_sentinel_url
 
+        if value.startswith("redis+sentinel://"):
             parse_sentinel_url(value)  # ValueError names what is wrong
+        if value.startswith("redis+cluster://"):
+            parse_cluster_url(value)
         return value
+
+    @field_validator("nodes")
+    @classmethod
+    def _nodes(cls, value: list[str]) -> list[str]:
+        from relaywarden.redisurl import parse_cluster_url
+
+        for node in value:
+            parse_cluster_url(f"redis+cluster://{node}")
+        return value
+
+    @model_validator(mode="after")
+    def _cluster(self) -> RedisSection:
+        if self.nodes and not self.cluster:
+            raise ValueError("nodes: seed nodes are for a Redis Cluster: set cluster = true")
+        _ = self.client_url  # ValueError names what is wrong
+        return self
+
+    @property
+    def client_url(self) -> str:
+        """The URL clients connect to: `cluster = true` is spelled as the one
+        redis+cluster:// URL (url's HOST:PORT, then `nodes`)."""
+        from relaywarden.redisurl import CLUSTER_SCHEME, parse_cluster_url
+
+        if not self.cluster or self.url.startswith(CLUSTER_SCHEME):
+            return self.url
+        if not self.url.startswith("redis://"):
+            raise ValueError("cluster = true: url must be redis://HOST:PORT (a seed node)")
+        seed = self.url.removeprefix("redis://").rstrip("/")
+        url = CLUSTER_SCHEME + ",".join([seed.removesuffix("/0"), *self.nodes])
+        try:
+            parse_cluster_url(url)
+        except ValueError as exc:
+            raise ValueError(f"cluster = true: url: {exc}") from None
+        return url
 
     @field_validator("key_prefix")
     @classmethod
