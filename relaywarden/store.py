@@ -235,20 +235,30 @@ class RedisStore:
         key = self.keys.block(subject)
         fields = {k: json.dumps(v) for k, v in asdict(record).items()}
         with redis_errors("block write"):
-            # The block's hash and the index are in different slots: on a Cluster
-            # they cannot share a MULTI, so the hash goes first (a listed block
-            # always has its record); one Redis keeps the transaction.
-            pipe = self.client.pipeline(transaction=not is_cluster(self.client))
+            # One Redis: record and index in one MULTI. A Cluster keeps them in
+            # different slots (no MULTI across slots, and a pipeline's batches to
+            # different nodes run in no set order): the record (one slot, its own
+            # MULTI), then the index, one after the other.
+            cluster = is_cluster(self.client)
+            pipe = self.client.pipeline(transaction=True)
             pipe.delete(key)
             pipe.hset(key, mapping=fields)  # type: ignore[arg-type]  # redis-py's Mapping is invariant
             if record.until is not None:
                 pipe.expireat(key, int(record.until) + 1)
+            if cluster:
+                pipe.execute()
             pipe.zadd(self.keys.block_index, {record.subject: record.until or 2**40})
             pipe.execute()
 
     def remove_block(self, subject: Subject) -> bool:
         with redis_errors("block removal"):
-            pipe = self.client.pipeline(transaction=not is_cluster(self.client))
+            if is_cluster(self.client):
+                # Index first, then the record: an unblock racing a block can leave
+                # an index entry without a record (listed as nothing, harmless),
+                # never a record in force that the listing does not show.
+                self.client.zrem(self.keys.block_index, str(subject))
+                return bool(self.client.delete(self.keys.block(subject)))
+            pipe = self.client.pipeline(transaction=True)
             pipe.delete(self.keys.block(subject))
             pipe.zrem(self.keys.block_index, str(subject))
             removed, _ = pipe.execute()
