@@ -106,8 +106,6 @@ def redis_errors(what: str) -> Iterator[None]:
         raise StoreError(f"redis {what}: {type(exc).__name__}: {exc}") from exc
 
 
-
-
 def _noscript(result: object) -> bool:
     return isinstance(result, redis.exceptions.NoScriptError) or (
         isinstance(result, redis.exceptions.ResponseError) and str(result).startswith("NOSCRIPT")

@@ -184,6 +184,37 @@ def read_groups(
 ) -> tuple[float, list[list[ScopeState]], list[BlockRecord]]:
     """One round trip: block records of `block_subjects`, the state of every group,
     and the commands of `extra` (handed their replies)."""
+
+    def queue(pipe: redis.client.Pipeline, group: list[Scope], reads: list[Read]) -> None:
+        _queue_check(pipe, group, reads, clock)
+
+    now, reads, replies, blocks = _mail_round_trip(
+        store, policy, groups, block_subjects, extra, queue, "rate-limit lookup"
+    )
+    states = [
+        _parse(group, group_reads, reply[1])
+        for group, group_reads, reply in zip(groups, reads, replies, strict=True)
+    ]
+    return now, states, blocks
+
+
+GroupQueuer = Callable[["redis.client.Pipeline", list[Scope], list[Read]], None]
+
+
+def _mail_round_trip(
+    store: RedisStore,
+    policy: Policy,
+    groups: list[list[Scope]],
+    block_subjects: list[Subject],
+    extra: list[PendingRead] | None,
+    queue_group: GroupQueuer,
+    what: str,
+) -> tuple[float, list[list[Read]], list[Any], list[BlockRecord]]:
+    """The MAIL FROM pipeline, built and split in one place: the block records of
+    `block_subjects`, one script call per group (`queue_group`), then other
+    features' reads (`extra`, handed their replies). Returns Redis's time (the
+    first group's script answers it first), each group's reads and reply, and the
+    blocks in force."""
     reads = [[reads_for(s, policy) for s in group] for group in groups]
     sizes: list[int] = []
 
@@ -192,25 +223,21 @@ def read_groups(
         for subject in block_subjects:
             pipe.hgetall(store.keys.block(subject))
         for group, group_reads in zip(groups, reads, strict=True):
-            _queue_check(pipe, group, group_reads, clock)
+            queue_group(pipe, group, group_reads)
         for pending in extra or []:
             sizes.append(pending.queue(pipe))
 
-    results = scripts.run(store.client, build, "rate-limit lookup")
+    results = scripts.run(store.client, build, what)
     ours = len(block_subjects) + len(groups)
     results, rest = results[:ours], results[ours:]
     rows, replies = results[: len(block_subjects)], results[len(block_subjects) :]
     wall = time.time()
     blocks = [r for r in (RedisStore._record(row) for row in rows if row) if r.active(wall)]
-    now = float(replies[0][0]) if replies else wall
-    states = [
-        _parse(group, group_reads, reply[1])
-        for group, group_reads, reply in zip(groups, reads, replies, strict=True)
-    ]
-    for pending, size in zip(extra or [], sizes, strict=True):
-        pending_replies, rest = rest[:size], rest[size:]
+    now = float(_text(replies[0][0])) if replies else wall
+    for pending, count in zip(extra or [], sizes, strict=True):
+        pending_replies, rest = rest[:count], rest[count:]
         pending.take(pending_replies, now)
-    return now, states, blocks
+    return now, reads, replies, blocks
 
 
 # -- check-and-reserve at MAIL FROM ----------------------------------------------
@@ -367,34 +394,19 @@ def reserve_groups(
 ) -> tuple[float, list[Admission], list[BlockRecord]]:
     """One round trip: block records of `block_subjects`, check-and-reserve per group,
     and the commands of `extra` (other features' MAIL FROM reads, handed their replies)."""
-    reads = [[reads_for(s, policy) for s in group] for group in groups]
-    sizes: list[int] = []
 
-    def build(pipe: redis.client.Pipeline) -> None:
-        sizes.clear()
-        for subject in block_subjects:
-            pipe.hgetall(store.keys.block(subject))
-        for group, group_reads in zip(groups, reads, strict=True):
-            keys = script_keys(group)
-            spec = _spec_reserve(group, group_reads, policy, rid, size, keys)
-            scripts.evalsha(pipe, "reserve", keys, [clock, spec])
-        for pending in extra or []:
-            sizes.append(pending.queue(pipe))
+    def queue(pipe: redis.client.Pipeline, group: list[Scope], reads: list[Read]) -> None:
+        keys = script_keys(group)
+        spec = _spec_reserve(group, reads, policy, rid, size, keys)
+        scripts.evalsha(pipe, "reserve", keys, [clock, spec])
 
-    results = scripts.run(store.client, build, "rate-limit admission")
-    ours = len(block_subjects) + len(groups)
-    results, rest = results[:ours], results[ours:]
-    rows, replies = results[: len(block_subjects)], results[len(block_subjects) :]
-    wall = time.time()
-    blocks = [r for r in (RedisStore._record(row) for row in rows if row) if r.active(wall)]
-    now = float(_text(replies[0][0])) if replies else wall
+    now, reads, replies, blocks = _mail_round_trip(
+        store, policy, groups, block_subjects, extra, queue, "rate-limit admission"
+    )
     admissions = [
         _parse_admission(group, group_reads, reply)
         for group, group_reads, reply in zip(groups, reads, replies, strict=True)
     ]
-    for pending, count in zip(extra or [], sizes, strict=True):
-        pending_replies, rest = rest[:count], rest[count:]
-        pending.take(pending_replies, now)
     return now, admissions, blocks
 
 
