@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import redis
@@ -43,7 +44,7 @@ from relaywarden.limits.model import (
 from relaywarden.limits.model import NSUB as NSUB
 from relaywarden.message import Message
 from relaywarden.policy import Policy
-from relaywarden.policy.derived import memo
+from relaywarden.policy.derived import of_object
 from relaywarden.refs import unique_id
 from relaywarden.store import BlockRecord, RedisStore
 from relaywarden.subjects import Subject
@@ -279,14 +280,11 @@ def _spec_reserve(
     scopes: list[Scope], reads: list[Read], policy: Policy, rid: str, size: int, keys: list[str]
 ) -> str:
     need, want = demand(policy, size)
-    cache = memo(policy)
     out = []
     for scope, read in zip(scopes, reads, strict=True):
-        key = ("spec", id(scope.limits), read, scope.meta)
-        found = cache.get(key)
-        if found is None or found[0] is not scope.limits:
-            found = cache[key] = (scope.limits, _scope_spec(scope, read))
-        counters, limits, scaled, meta = found[1]
+        counters, limits, scaled, meta = of_object(
+            policy, "spec", scope.limits, partial(_scope_spec, scope, read), read, scope.meta
+        )
         uniques = [
             [c, w, limits.get((c, w), -1), scaled, *_unique_read(keys, scope, c, w)[2:]]
             for c, w in read.uniques

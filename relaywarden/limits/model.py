@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 
 from relaywarden.identity import Sender
 from relaywarden.keys import digest
 from relaywarden.policy import Policy
-from relaywarden.policy.derived import memo
+from relaywarden.policy.derived import memo, of_object
 from relaywarden.policy.limits import Limits, Plan, Rate, plan_named
 from relaywarden.returnpath import sender_key
 from relaywarden.subjects import Subject
@@ -177,15 +178,9 @@ class Read:
 
 
 def reads_for(scope: Scope, policy: Policy) -> Read:
-    # Limits objects live as long as their policy (plan_for's memo), so their id is
-    # stable; the entry keeps the object itself to make sure.
-    key = ("reads", id(scope.limits), scope.subject is None, scope.meta)
-    cache = memo(policy)
-    found = cache.get(key)
-    if found is None or found[0] is not scope.limits:
-        found = cache[key] = (scope.limits, _reads(scope, policy))
-    read: Read = found[1]
-    return read
+    # Limits objects live as long as their policy (plan_for's memo).
+    compute = partial(_reads, scope, policy)
+    return of_object(policy, "reads", scope.limits, compute, scope.subject is None, scope.meta)
 
 
 def _reads(scope: Scope, policy: Policy) -> Read:

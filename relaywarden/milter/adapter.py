@@ -90,6 +90,7 @@ def guarded(callback: Callable[..., int]) -> Callable[..., int]:
 
 class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
     runtime: ClassVar[Runtime]
+    dkim_body: dkimverify.BodySpool | None
 
     def __init__(self) -> None:
         self.client_text = ""
@@ -98,7 +99,6 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         self.helo = ""
         self.in_transaction = False
         self._connected = False  # close() may come without connect() (negotiation failed)
-        self.dkim_body: dkimverify.BodySpool | None = None
         self._fresh()
 
     def _end_transaction(self) -> None:
@@ -142,7 +142,7 @@ class RelayWardenMilter(Milter.Base):  # type: ignore[misc]
         self.stages_ms: dict[str, float] = {}
         # Customer-supplied headers with our trace header's name, removed at the stamp.
         self.trace_headers_seen = 0
-        # The body, kept (bounded) only when a DKIM signature may need it (eoh).
+        # The body, kept (bounded) only when a DKIM signature may need it (_open_body).
         self.dkim_body = None
 
     # -- negotiation -----------------------------------------------------

@@ -4,9 +4,12 @@ its derivations stay valid as long as it lives."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
 
 from relaywarden.policy.schema import Policy
+
+T = TypeVar("T")
 
 _MEMOS: dict[int, tuple[Policy, dict[object, Any]]] = {}
 
@@ -21,3 +24,18 @@ def memo(policy: Policy) -> dict[object, Any]:
             _MEMOS.clear()
         entry = _MEMOS[id(policy)] = (policy, {})
     return entry[1]
+
+
+def of_object(
+    policy: Policy, name: str, obj: object, compute: Callable[[], T], *more: Hashable
+) -> T:
+    """`compute()` for `obj`, a part of `policy` (a plan's limits, say), once per
+    policy. Keyed by `name`, the object's id and `more`; the entry keeps the object
+    itself and is checked by identity, so a recycled id is recomputed, never served."""
+    cache = memo(policy)
+    key = (name, id(obj), *more)
+    found = cache.get(key)
+    if found is None or found[0] is not obj:
+        found = cache[key] = (obj, compute())
+    value: T = found[1]
+    return value
