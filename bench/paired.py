@@ -65,6 +65,9 @@ VARIANTS: dict[str, tuple[str, int]] = {
     # The adapter with every callback answered and none skipped (what pymilter's
     # broken negotiation gave until issue 13): `bench.variant_milter all-answered`.
     "tcp-all-answered": ("inet", 1),
+    # [milter] pin_cpus = false: the scheduler moves the processes' threads freely.
+    "tcp-unpinned": ("inet", 1),
+    "tcp-2w-unpinned": ("inet", 2),
 }
 # As in the anchor bench (shared/anchor-bench/pf-setup.sh): no throttling of
 # its own, so Postfix and the milter are what limits the rate.
@@ -75,8 +78,8 @@ POSTFIX_TUNING = {
 }
 
 
-def policy_text(nameserver: str, workers: int) -> str:
-    milter = f'[milter]\nsocket_mode = "0666"\nworkers = {workers}\n'
+def policy_text(nameserver: str, workers: int, pin: bool = True) -> str:
+    milter = f'[milter]\nsocket_mode = "0666"\nworkers = {workers}\npin_cpus = {str(pin).lower()}\n'
     return "\n" + milter + unlimited_policy(nameserver)
 
 
@@ -146,7 +149,8 @@ class Bench:
         if not kind:
             return None, ""
         policy = rundir / "policy.toml"
-        policy.write_text(policy_text(self.nameserver, workers))
+        pin = not variant.endswith("-unpinned")
+        policy.write_text(policy_text(self.nameserver, workers, pin))
         if kind == "unix":
             path = rundir / "milter.sock"
             listen, postfix_side = f"unix:{path}", f"unix:{path}"

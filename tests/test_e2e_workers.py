@@ -26,6 +26,17 @@ def workers_of(parent: int) -> set[int]:
     return {i.pid for i in infos if i and i.ppid == parent and i.state != "Z"}
 
 
+def cpus_of(tid: int, pid: int | None = None) -> set[int]:
+    path = f"/proc/{pid}/task/{tid}/status" if pid else f"/proc/{tid}/status"
+    with open(path) as f:
+        line = next(x for x in f if x.startswith("Cpus_allowed_list:"))
+    cpus: set[int] = set()
+    for part in line.split(":", 1)[1].strip().split(","):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
+
+
 def send(stack: Stack, sender: str) -> str:
     return stack.fate(stack.send(sender, RCPT, message(sender))).fate
 
@@ -50,6 +61,18 @@ def test_two_workers_share_the_socket_reload_are_replaced_and_stop(private_stack
         if decided_by(stack) == first:
             break
     assert decided_by(stack) == first
+
+    # pin_cpus (the default): each worker on one CPU of its own, the parent not;
+    # libmilter's threads, started after the pin, inherit it.
+    allowed = os.sched_getaffinity(0)
+    pinned = {pid: cpus_of(pid) for pid in first}
+    assert all(len(cpus) == 1 and cpus <= allowed for cpus in pinned.values())
+    if len(allowed) > 1:
+        assert len(set.union(*pinned.values())) == 2
+    assert cpus_of(parent) == allowed
+    for pid in first:
+        tasks = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        assert sum(cpus_of(t, pid) == pinned[pid] for t in tasks) >= 2  # main + libmilter
 
     # SIGHUP to the parent reaches every worker: each logs its own reload.
     stack.policy.write_text(TWO_WORKERS + BLOCK)

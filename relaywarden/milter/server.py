@@ -103,6 +103,10 @@ def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) 
     if not workers.in_worker() and policy.milter.worker_count() > 1:
         # The parent: opens the socket, forks workers that each run the rest of this.
         return workers.supervise(runtime, lambda worker_runtime: run(worker_runtime, factory))
+    if policy.milter.pin_cpus:  # before any thread starts: they inherit it
+        cpu = workers.pin_to_cpu(workers.INDEX or 0)
+        if cpu is not None:
+            log.info("serving on CPU %d ([milter] pin_cpus)", cpu)
     trace_record.attach(policy.trace.retention)
     # Runtime network:/domain: blocks, re-read every [limits.inventory] refresh.
     wideblocks.Refresher(

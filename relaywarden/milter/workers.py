@@ -85,6 +85,19 @@ def open_listener(runtime: Runtime) -> None:
         unix.chmod(mode)
 
 
+def pin_to_cpu(index: int) -> int | None:
+    """Keep this process (and the threads it starts from now on) on one CPU: the
+    index-th of those it may run on, round robin. None when the system refuses."""
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+        cpu = allowed[index % len(allowed)]
+        os.sched_setaffinity(0, {cpu})
+    except OSError as exc:  # a container's cpuset, a seccomp filter
+        log.warning("could not pin the milter to a CPU (%s): it runs unpinned", exc)
+        return None
+    return cpu
+
+
 def unix_path(listen: str) -> Path | None:
     for prefix in ("unix:", "local:"):
         if listen.startswith(prefix):

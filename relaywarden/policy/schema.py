@@ -59,6 +59,11 @@ class MilterSection(Section):
     # Milter processes sharing one listening socket (one GIL each): a number, or
     # "auto" for one per CPU the process may run on.
     workers: int | Literal["auto"] = Field(default=1)
+    # Each milter process kept on one CPU (worker i on the i-th CPU it may run on).
+    # libmilter runs a thread per connection and they take turns holding the GIL;
+    # on one core a hand-over is a local wake-up, across cores a cross-CPU one with
+    # the interpreter's state following it (bench.paired: 17% less CPU per message).
+    pin_cpus: bool = True
 
     @field_validator("workers")
     @classmethod
