@@ -38,6 +38,11 @@ enabled = false
 enabled = false
 T
 sed 's/^socket_mode = "0666"$/socket_mode = "0666"\nworkers = 2/' "$work/policy.toml" > "$work/policy-2w.toml"
+# The same milters unpinned ([milter] pin_cpus = false), and the trivial
+# pymilter pinned the same way (taskset), to show what pinning does by itself.
+for p in policy policy-2w; do
+  sed 's/^socket_mode = "0666"$/socket_mode = "0666"\npin_cpus = false/' "$work/$p.toml" > "$work/$p-unpinned.toml"
+done
 RUN="${RWPY:-$CO/.venv/bin/python} -m relaywarden run --redis-url redis://127.0.0.1:{redis_port}/0"
 RW="$RUN --config $work/policy.toml"
 export PYTHONPATH="$CO"
@@ -48,4 +53,7 @@ export PYTHONPATH="$CO"
   --variant "rw=$RW --listen inet:{port}@127.0.0.1" \
   --variant "rw-unix=$RW --listen unix:{unix}" \
   --variant "rw-2w=$RUN --config $work/policy-2w.toml --listen inet:{port}@127.0.0.1" \
+  --variant "pymilter-pinned=taskset -c 0 $PY {bench}/milters/bench_milter.py --port {port} --latency-file {latfile}" \
+  --variant "rw-unpinned=$RUN --config $work/policy-unpinned.toml --listen inet:{port}@127.0.0.1" \
+  --variant "rw-2w-unpinned=$RUN --config $work/policy-2w-unpinned.toml --listen inet:{port}@127.0.0.1" \
   "$@"
