@@ -5,8 +5,9 @@ with `relaywarden run`, in rounds interleaved on the same machine.
                            [--variants none,tcp,unix,tcp-2w,unix-2w] [--max-total 900]
 
 Variant `tcp-all-answered` runs the adapter with every callback sent and
-answered (the behaviour before issue 13 repaired pymilter's negotiation), for a
-same-run comparison.
+answered (the behaviour before issue 13 repaired pymilter's negotiation), and
+`tcp-unpinned`, `tcp-2w-unpinned` run it with `[milter] pin_cpus = false`, for
+same-run comparisons.
 
 Postfix's own load tools drive it: `smtp-source` (--sessions parallel sessions,
 one message per connection, --size bytes) into a private Postfix (the devstack's,
