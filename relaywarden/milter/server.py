@@ -103,8 +103,9 @@ def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) 
     if not workers.in_worker() and policy.milter.worker_count() > 1:
         # The parent: opens the socket, forks workers that each run the rest of this.
         return workers.supervise(runtime, lambda worker_runtime: run(worker_runtime, factory))
-    if policy.milter.pin_cpus:  # before any thread starts: they inherit it
-        cpu = workers.pin_to_cpu(workers.INDEX or 0)
+    if policy.milter.pin_cpus is not False:  # before any thread starts: they inherit it
+        cpus = policy.milter.pin_cpus if isinstance(policy.milter.pin_cpus, list) else ()
+        cpu = workers.pin_to_cpu(workers.INDEX or 0, cpus)
         if cpu is not None:
             log.info("serving on CPU %d ([milter] pin_cpus)", cpu)
     trace_record.attach(policy.trace.retention)

@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import Milter
@@ -85,12 +85,20 @@ def open_listener(runtime: Runtime) -> None:
         unix.chmod(mode)
 
 
-def pin_to_cpu(index: int) -> int | None:
+def pin_to_cpu(index: int, cpus: Sequence[int] = ()) -> int | None:
     """Keep this process (and the threads it starts from now on) on one CPU: the
-    index-th of those it may run on, round robin. None when the system refuses."""
+    index-th of `cpus`, or of those it may run on, round robin. None when the CPU
+    is not one this process may use, or the system refuses."""
     try:
         allowed = sorted(os.sched_getaffinity(0))
-        cpu = allowed[index % len(allowed)]
+        choices = list(cpus) or allowed
+        cpu = choices[index % len(choices)]
+        if cpu not in allowed:
+            log.warning(
+                "[milter] pin_cpus: CPU %d is not one this process may run on (%s): "
+                "it runs unpinned", cpu, ",".join(map(str, allowed)),
+            )  # fmt: skip
+            return None
         os.sched_setaffinity(0, {cpu})
     except OSError as exc:  # a container's cpuset, a seccomp filter
         log.warning("could not pin the milter to a CPU (%s): it runs unpinned", exc)
