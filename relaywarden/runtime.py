@@ -112,7 +112,28 @@ class Runtime:
             self.current = Generation(policy, store, inventory, resolver)  # one assignment
             getattr(old.inventory, "close", lambda: None)()
             log.info("policy reloaded from %s", self.policy_path or "embedded defaults")
+            changed = [
+                k for k in AT_START if getattr(policy.milter, k) != getattr(old.policy.milter, k)
+            ]
+            if changed:
+                keys = ", ".join(f"[milter] {k}" for k in changed)
+                log.warning("%s changed: read at start only, in force after a restart", keys)
             return True
+
+
+# [milter] settings the running process cannot take over: the socket is open,
+# the workers forked and pinned, libmilter's timeout and name registered.
+AT_START = (
+    "listen",
+    "name",
+    "io_timeout",
+    "socket_mode",
+    "socket_owner",
+    "socket_group",
+    "socket_dir_mode",
+    "workers",
+    "pin_cpus",
+)
 
 
 def _store_for(policy: Policy) -> RedisStore:

@@ -12,6 +12,7 @@ import pytest
 
 from relaywarden.milter import workers
 from relaywarden.policy import PolicyError, load_policy
+from relaywarden.runtime import Overrides, Runtime
 
 
 def pinned_in_child(index: int, chosen: list[int] | None = None) -> tuple[int | None, set[int]]:
@@ -98,3 +99,19 @@ def test_the_setting_reaches_the_milter_as_written(tmp_path: Path) -> None:
     path.write_text("[milter]\npin_cpus = false\n")
     assert load_policy(path).milter.pin_cpus is False
     assert load_policy(None).milter.pin_cpus is True
+
+
+def test_a_reload_that_changes_start_only_settings_says_they_wait_for_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text('[milter]\npin_cpus = true\nmode = "enforce"\n')
+    rt = Runtime.start(path, Overrides())
+    with caplog.at_level(logging.WARNING, logger="relaywarden.runtime"):
+        path.write_text('[milter]\npin_cpus = true\nmode = "shadow"\n')
+        assert rt.reload()
+        assert "restart" not in caplog.text  # mode is read per message
+        path.write_text('[milter]\npin_cpus = [0]\nworkers = 2\nmode = "shadow"\n')
+        assert rt.reload()
+    assert "[milter] workers, [milter] pin_cpus changed: read at start only" in caplog.text
+    assert rt.current.policy.milter.pin_cpus == [0]  # what the next start will use
