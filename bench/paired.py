@@ -69,6 +69,9 @@ VARIANTS: dict[str, tuple[str, int]] = {
     # [milter] pin_cpus = false: the scheduler moves the processes' threads freely.
     "tcp-unpinned": ("inet", 1),
     "tcp-2w-unpinned": ("inet", 2),
+    # Over a unix socket with DATA sent but not answered (until issue 13's second
+    # pass): `bench.variant_milter unix-data-noreply`.
+    "unix-data-noreply": ("unix", 1),
 }
 # As in the anchor bench (shared/anchor-bench/pf-setup.sh): no throttling of
 # its own, so Postfix and the milter are what limits the rate.
@@ -159,9 +162,10 @@ class Bench:
             port = free_port()
             listen, postfix_side = f"inet:{port}@{LOOPBACK}", f"inet:{LOOPBACK}:{port}"
         argv = [sys.executable, "-m", "relaywarden", "run", "--config", str(policy)]
-        if variant.endswith("-all-answered"):
-            argv = [sys.executable, "-m", "bench.variant_milter", "--variant", "all-answered"]
-            argv += ["--config", str(policy)]
+        for alternative in ("all-answered", "unix-data-noreply"):
+            if variant.endswith(alternative):
+                argv = [sys.executable, "-m", "bench.variant_milter", "--variant", alternative]
+                argv += ["--config", str(policy)]
         argv += ["--listen", listen, "--redis-url", self.redis_url]
         argv += ["--nameserver", self.nameserver]
         env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}

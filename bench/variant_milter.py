@@ -1,7 +1,10 @@
-"""The milter with one callback changed, for bench/dataflow.py.
+"""The milter with one callback changed, for bench/dataflow.py and bench/paired.py.
 
 Variants: "answered" (as shipped: DATA gets a reply), "noreply" (DATA marked
-@noreply), "absent" (no DATA callback at all, as most milters are written).
+@noreply), "absent" (no DATA callback at all, as most milters are written),
+"all-answered" (every callback sent and answered), "unix-data-noreply" (over a
+unix socket, DATA sent and not answered, as shipped until DATA was negotiated
+away there).
 """
 
 from __future__ import annotations
@@ -40,11 +43,26 @@ class AllAnswered(RelayWardenMilter):
     _protocol_mask = RelayWardenMilter.protocol_mask() | NO_REPLY_BITS
 
 
+class UnixDataNoReply(RelayWardenMilter):
+    """Over a unix socket as before DATA was negotiated away there: sent, unanswered."""
+
+    @Milter.noreply
+    def data(self) -> int:
+        return int(Milter.CONTINUE)
+
+    _protocol_mask = RelayWardenMilter.protocol_mask() & ~Milter.P_NR_DATA
+
+    @classmethod
+    def for_listen(cls, listen: str) -> type[RelayWardenMilter]:
+        return cls
+
+
 VARIANTS: dict[str, type[RelayWardenMilter]] = {
     "all-answered": AllAnswered,
     "answered": RelayWardenMilter,
     "noreply": NoReplyData,
     "absent": AbsentData,
+    "unix-data-noreply": UnixDataNoReply,
 }
 
 
