@@ -93,6 +93,7 @@ def test_two_workers_share_the_socket_reload_are_replaced_and_stop(private_stack
     # A worker that dies is replaced, with the reloaded policy; mail still flows.
     victim = sorted(first)[0]
     os.kill(victim, signal.SIGKILL)
+
     def replaced() -> bool:  # one look at the process table, not two moments
         now = workers_of(parent)
         return len(now) == 2 and victim not in now
