@@ -1,4 +1,4 @@
-"""The daemon's life: reload on SIGHUP, bounded stop on SIGTERM, Redis failing
+"""The daemon's life: reload on SIGUSR1, bounded stop on SIGUSR2, Redis failing
 under it, unix sockets. Each test runs a private stack with its own policy."""
 
 from __future__ import annotations
@@ -45,14 +45,17 @@ def test_sighup_reloads_a_good_policy_and_refuses_a_bad_one(private_stack) -> No
     assert stack.milter.running()
 
 
-def test_sigterm_finishes_the_open_transaction_then_exits_0(private_stack) -> None:  # type: ignore[no-untyped-def]
+def test_a_stop_finishes_the_open_transaction_then_exits_0(private_stack) -> None:  # type: ignore[no-untyped-def]
+    """SIGUSR2, the unit's KillSignal: libmilter never takes it for itself. (SIGTERM
+    runs the same handler when it reaches us; libmilter's signal thread may take it
+    first, which test_service covers.)"""
     stack = private_stack('[milter]\nshutdown_grace = "20s"\n')
     assert stack.milter is not None and stack.milter.proc is not None
     with Session("127.0.0.1", stack.smtp_port, xclient={"ADDR": "203.0.113.7"}) as session:
         assert session.smtp is not None
         code, _ = session.smtp.mail("orders@shop.example")
         assert code == 250
-        os.kill(stack.milter.proc.pid, signal.SIGTERM)
+        os.kill(stack.milter.proc.pid, signal.SIGUSR2)
         poll_until(lambda: "stopping" in stack.milter.log_text(), 10, "the stop")  # type: ignore[union-attr]
         # A transaction that starts now is turned away with 421: retried, not lost.
         late = stack.send("late@shop.example", RCPT, message("late@shop.example"))

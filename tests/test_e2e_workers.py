@@ -1,6 +1,7 @@
 """`[milter] workers = 2` through real Postfix: mail flows through both worker
-processes, SIGHUP reaches every one of them, a killed worker is replaced, and
-SIGTERM stops them all with exit status 0."""
+processes, a reload (SIGUSR1, as the unit sends) reaches every one of them, a
+killed worker is replaced, and SIGTERM to the parent stops them all with exit
+status 0 (the parent passes both on as signals libmilter never takes)."""
 
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def test_two_workers_share_the_socket_reload_are_replaced_and_stop(private_stack
         tasks = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
         assert sum(cpus_of(t, pid) == pinned[pid] for t in tasks) >= 2  # main + libmilter
 
-    # SIGHUP to the parent reaches every worker: each logs its own reload.
+    # A reload of the parent reaches every worker: each logs its own reload.
     stack.policy.write_text(TWO_WORKERS + BLOCK)
     stack.milter.reload()
     poll_until(

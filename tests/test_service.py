@@ -4,9 +4,11 @@ with the owner/group/mode Postfix needs, the start-up line and its warnings."""
 
 from __future__ import annotations
 
+import ctypes
 import grp
 import json
 import os
+import platform
 import signal
 import socket
 import stat
@@ -89,10 +91,10 @@ def test_ready_reloading_and_stopping_are_notified(
         assert f"MAINPID={proc.pid}" in ready[-1]
         # Ready means libmilter accepts: Postfix may connect at once.
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
-        proc.send_signal(signal.SIGHUP)
+        proc.send_signal(signal.SIGUSR1)  # the unit's ExecReload
         after = datagrams_until(sock, "last reload")
         assert "RELOADING=1" in after[0] and "last reload ok" in after[-1]
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGUSR2)  # the unit's KillSignal
         assert any("STOPPING=1" in d for d in datagrams_until(sock, "STOPPING=1"))
         assert proc.wait(20) == 0
     finally:
@@ -287,5 +289,71 @@ def test_with_workers_the_parent_alone_notifies(
         datagrams_until(sock, "STOPPING=1")
         assert proc.wait(30) == 0
     finally:
+        proc.kill()
+        proc.wait(5)
+
+
+# -- libmilter's own signal thread ------------------------------------------------
+# rt_sigtimedwait, which sigwait() calls, by machine.
+SIGTIMEDWAIT = {"x86_64": 128, "aarch64": 137}
+
+
+def sigwaiting_threads(pid: int) -> list[int]:
+    """Threads of `pid` inside sigwait: libmilter's signal thread."""
+    number = str(SIGTIMEDWAIT[platform.machine()])
+    tids = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+                if f.read().split()[0] == number:
+                    tids.append(int(tid))
+        except FileNotFoundError:
+            continue
+    return tids
+
+
+def test_a_sighup_libmilter_takes_for_itself_exits_1_and_says_why(tmp_path: Path) -> None:
+    """What the kernel may do under load, made certain: SIGHUP sent to libmilter's
+    signal thread itself (tgkill), which takes it and stops the milter. The
+    milter must not exit 0 as if asked to stop: a service manager would leave the
+    relay without its filter (Restart=on-failure restarts only on a failure)."""
+    port = free_port()
+    proc = start(policy_file(tmp_path), "--listen", f"inet:{port}@127.0.0.1")
+    try:
+        poll_until(lambda: sigwaiting_threads(proc.pid), 20, "libmilter's signal thread")
+        libc = ctypes.CDLL(None, use_errno=True)
+        for tid in sigwaiting_threads(proc.pid):
+            assert libc.tgkill(proc.pid, tid, signal.SIGHUP) == 0
+        assert proc.wait(30) == 1
+        assert "libmilter's own signal thread took" in proc.stderr.read()  # type: ignore[union-attr]
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+def test_reloads_by_sigusr1_under_cpu_load_never_stop_the_milter(
+    tmp_path: Path, notify_socket: tuple[socket.socket, str]
+) -> None:
+    """The attack on the old reload: SIGHUP under load stopped the milter 3 times in
+    12. SIGUSR1 is not one libmilter waits for: 10 reloads while two busy processes
+    compete for the CPUs, each notified, the milter still serving."""
+    sock, path = notify_socket
+    port = free_port()
+    spin = "import time\nend = time.monotonic() + 40\nwhile time.monotonic() < end: pass"
+    hogs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2)]
+    proc = start(
+        policy_file(tmp_path), "--listen", f"inet:{port}@127.0.0.1", env={"NOTIFY_SOCKET": path}
+    )
+    try:
+        datagrams_until(sock, "READY=1")
+        for _ in range(10):
+            proc.send_signal(signal.SIGUSR1)
+            assert "last reload ok" in datagrams_until(sock, "last reload")[-1]
+        assert proc.poll() is None
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait(5)
         proc.kill()
         proc.wait(5)

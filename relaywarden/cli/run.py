@@ -24,7 +24,7 @@ def run(
         typer.Option(help="DNS server HOST:PORT, repeatable; overrides [dns] nameservers."),
     ] = None,
 ) -> None:
-    """Run the milter until SIGTERM; SIGHUP reloads the policy."""
+    """Run the milter until SIGTERM or SIGUSR2; SIGUSR1 (or SIGHUP) reloads the policy."""
     from pydantic import ValidationError
 
     from relaywarden.decisionlog import setup_logging

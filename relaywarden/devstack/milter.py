@@ -98,7 +98,7 @@ class MilterProcess:
 
     def reload(self) -> None:
         assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGHUP)
+        os.kill(self.proc.pid, signal.SIGUSR1)  # as the shipped unit reloads
 
     def stop(self, timeout: float = 20.0) -> int | None:
         return self.proc.stop(timeout) if self.proc else None

@@ -1,10 +1,16 @@
 """Run the milter: libmilter in a worker thread, signals in the main thread.
 
-libmilter blocks SIGHUP/SIGTERM/SIGINT in the threads it starts and handles them
-itself (SIGHUP means "restart the listener" there). Running it in a secondary
-thread leaves the main thread the only one with those signals unblocked, so the
-kernel delivers them here and we decide: SIGHUP reloads the policy, SIGTERM
-stops accepting and waits a bounded time for open connections.
+libmilter starts a signal thread of its own that waits (sigwait) for SIGHUP,
+SIGTERM and SIGINT and stops the milter on the first of them, closing the
+listening socket (and unlinking a unix socket's path). Running libmilter in a
+secondary thread leaves the main thread with those signals unblocked, and the
+kernel usually hands them to it; usually, not always: under CPU load libmilter's
+thread took 3 SIGHUPs in 12. So SIGUSR1 (reload) and SIGUSR2 (stop, as SIGTERM),
+which libmilter never waits for, are the signals the shipped unit and the
+worker supervisor send. SIGHUP still reloads and SIGTERM still stops when they
+reach us; when libmilter takes one instead and stops, the milter says so and
+exits 1, so that a service manager restarts it rather than leave the relay
+without its filter.
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ from relaywarden.runtime import Runtime
 from relaywarden.trace import record as trace_record
 
 log = logging.getLogger("relaywarden.server")
+
+# SIGUSR1/SIGUSR2 are the race-free pair (see the module's docstring).
+RELOAD_SIGNALS = (signal.SIGHUP, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 
 
 def _serve(runtime: Runtime, errors: list[BaseException]) -> None:
@@ -127,9 +137,10 @@ def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) 
 
     stop = threading.Event()
     reload = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda *_: stop.set())
+    for sig in RELOAD_SIGNALS:
+        signal.signal(sig, lambda *_: reload.set())
 
     milter = policy.milter
     unix = sockets.unix_path(milter.listen)
@@ -163,9 +174,17 @@ def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) 
     if errors:
         log.error("milter stopped: %s", errors[0])
         return 1
+    taken = not stop.is_set()  # libmilter ended without being asked to
+    if taken:
+        log.error(
+            "libmilter's own signal thread took a SIGHUP, SIGTERM or SIGINT and stopped "
+            "the milter: exiting 1 for the service manager to restart it "
+            "(reload with SIGUSR1 and stop with SIGUSR2, which only RelayWarden handles)"
+        )
     if tell:
         notify.stopping()
-    return _shutdown(runtime, worker)
+    code = _shutdown(runtime, worker)
+    return 1 if taken else code
 
 
 def _shutdown(runtime: Runtime, worker: threading.Thread) -> int:

@@ -7,9 +7,11 @@ before any thread exists; each worker's smfi_main finds the socket already open
 (libmilter's mi_opensocket returns early for a valid listen fd) and accepts on
 it, so the kernel hands each connection from Postfix to one of them.
 
-The parent serves no mail: it passes SIGHUP on (after reloading its own copy of
-the policy, which a replacement worker starts from) and SIGTERM on (each worker
-turns new transactions away and drains for `shutdown_grace`), replaces a worker
+The parent serves no mail: it passes a reload on (SIGHUP or SIGUSR1, after
+reloading its own copy of the policy, which a replacement worker starts from)
+and a stop (SIGTERM or SIGUSR2: each worker turns new transactions away and
+drains for `shutdown_grace`), as SIGUSR1 and SIGUSR2, which a worker's libmilter
+never takes for itself (see server.py), replaces a worker
 that dies, and removes a unix socket once every worker is gone. Workers never
 close the shared socket themselves (libmilter would unlink a unix socket's path
 when it does, and the siblings would lose it).
@@ -144,7 +146,13 @@ class Supervisor:
         # The worker. Whatever happens, it never returns into the parent's code.
         code = 1
         try:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            for sig in (
+                signal.SIGTERM,
+                signal.SIGINT,
+                signal.SIGHUP,
+                signal.SIGUSR1,
+                signal.SIGUSR2,
+            ):
                 signal.signal(sig, signal.SIG_DFL)
             global INDEX
             INDEX = index
@@ -188,9 +196,10 @@ class Supervisor:
                 os.kill(pid, sig)
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
-        signal.signal(signal.SIGINT, lambda *_: self.stop.set())
-        signal.signal(signal.SIGHUP, lambda *_: self.reload.set())
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):
+            signal.signal(sig, lambda *_: self.stop.set())
+        for sig in (signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(sig, lambda *_: self.reload.set())
         for index in range(self.count):
             self.spawn(index)
         log.info(
@@ -211,14 +220,15 @@ class Supervisor:
                 ok = self.runtime.reload()
                 notify.ready(f"serving on {listen}; last reload {'ok' if ok else 'refused'}")
                 _close_inventory(self.runtime)
-                self.signal_all(signal.SIGHUP)
+                # Not SIGHUP: a worker's libmilter may take that one and stop.
+                self.signal_all(signal.SIGUSR1)
         notify.stopping()
         return self.shutdown()
 
     def shutdown(self) -> int:
         grace = self.runtime.policy.milter.shutdown_grace
         log.info("stopping %d worker(s): each drains for up to %.0fs", len(self.children), grace)
-        self.signal_all(signal.SIGTERM)
+        self.signal_all(signal.SIGUSR2)  # a stop libmilter never takes for itself
         deadline = time.monotonic() + grace + 5
         failed = self.crashed
         while self.children and time.monotonic() < deadline:
