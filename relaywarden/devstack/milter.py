@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from pathlib import Path
 
 from relaywarden.devstack.procs import LOOPBACK, Proc, free_port, poll_until, wait_for_port
+from relaywarden.milter import signals
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,7 +98,7 @@ class MilterProcess:
 
     def reload(self) -> None:
         assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGUSR1)  # as the shipped unit reloads
+        os.kill(self.proc.pid, signals.RELOAD)  # as the shipped unit reloads
 
     def stop(self, timeout: float = 20.0) -> int | None:
         return self.proc.stop(timeout) if self.proc else None

@@ -27,17 +27,13 @@ import milter as libmilter  # pymilter's C module, for smfi_stop
 from relaywarden import engine, metrics, wideblocks
 from relaywarden.daemon import banner, gauges, notify, schema, sockets
 from relaywarden.desk import agent
-from relaywarden.milter import workers
+from relaywarden.milter import signals, workers
 from relaywarden.milter.adapter import TRANSACTIONS, RelayWardenMilter
 from relaywarden.outcomes import service as outcomes
 from relaywarden.runtime import Runtime
 from relaywarden.trace import record as trace_record
 
 log = logging.getLogger("relaywarden.server")
-
-# SIGUSR1/SIGUSR2 are the race-free pair (see the module's docstring).
-RELOAD_SIGNALS = (signal.SIGHUP, signal.SIGUSR1)
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 
 
 def _serve(runtime: Runtime, errors: list[BaseException]) -> None:
@@ -137,9 +133,9 @@ def run(runtime: Runtime, factory: type[RelayWardenMilter] = RelayWardenMilter) 
 
     stop = threading.Event()
     reload = threading.Event()
-    for sig in STOP_SIGNALS:
+    for sig in signals.STOP_SIGNALS:
         signal.signal(sig, lambda *_: stop.set())
-    for sig in RELOAD_SIGNALS:
+    for sig in signals.RELOAD_SIGNALS:
         signal.signal(sig, lambda *_: reload.set())
 
     milter = policy.milter

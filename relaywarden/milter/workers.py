@@ -35,6 +35,7 @@ import milter as libmilter
 from relaywarden import metrics
 from relaywarden.daemon import notify, sockets
 from relaywarden.inventory import build_inventory
+from relaywarden.milter import signals
 from relaywarden.runtime import Runtime, _resolver_for, _store_for
 
 log = logging.getLogger("relaywarden.workers")
@@ -146,13 +147,7 @@ class Supervisor:
         # The worker. Whatever happens, it never returns into the parent's code.
         code = 1
         try:
-            for sig in (
-                signal.SIGTERM,
-                signal.SIGINT,
-                signal.SIGHUP,
-                signal.SIGUSR1,
-                signal.SIGUSR2,
-            ):
+            for sig in (*signals.STOP_SIGNALS, *signals.RELOAD_SIGNALS):
                 signal.signal(sig, signal.SIG_DFL)
             global INDEX
             INDEX = index
@@ -196,9 +191,9 @@ class Supervisor:
                 os.kill(pid, sig)
 
     def run(self) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):
+        for sig in signals.STOP_SIGNALS:
             signal.signal(sig, lambda *_: self.stop.set())
-        for sig in (signal.SIGHUP, signal.SIGUSR1):
+        for sig in signals.RELOAD_SIGNALS:
             signal.signal(sig, lambda *_: self.reload.set())
         for index in range(self.count):
             self.spawn(index)
@@ -221,14 +216,14 @@ class Supervisor:
                 notify.ready(f"serving on {listen}; last reload {'ok' if ok else 'refused'}")
                 _close_inventory(self.runtime)
                 # Not SIGHUP: a worker's libmilter may take that one and stop.
-                self.signal_all(signal.SIGUSR1)
+                self.signal_all(signals.RELOAD)
         notify.stopping()
         return self.shutdown()
 
     def shutdown(self) -> int:
         grace = self.runtime.policy.milter.shutdown_grace
         log.info("stopping %d worker(s): each drains for up to %.0fs", len(self.children), grace)
-        self.signal_all(signal.SIGUSR2)  # a stop libmilter never takes for itself
+        self.signal_all(signals.STOP)  # a stop libmilter never takes for itself
         deadline = time.monotonic() + grace + 5
         failed = self.crashed
         while self.children and time.monotonic() < deadline:
